@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh clone: `make repro` (the reproduction) and `make test`.
+# Both first create .venv with everything the project needs, if it is missing or out of date.
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch (on this machine's disk). A GPU user: `make TORCH_SPEC="torch==2.13.0" \
+# TORCH_INDEX=https://download.pytorch.org/whl/cu126 install`, or install their CUDA torch into .venv first.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+
+.PHONY: install repro test lint benchmark ui
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || \
+		$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+repro: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+benchmark: install
+	$(BIN)/python -m study.benchmark
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port 5000

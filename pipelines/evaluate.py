@@ -1,0 +1,81 @@
+"""DVC stage ``evaluate``: the final binary network on the held-out test split, with figures.
+
+Writes ``runs/evaluate/metrics.json`` (test and validation accuracy beside the stage-2 FF ratio,
+C2I ratios and saturation) and seaborn figures, and logs them to the pipeline's MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bnn import PreparedData, evaluate, latent_histogram, load_checkpoint, set_mode
+from bnn.train import resolve_device
+from pipelines.common import PREPARED_DATA, pipeline_parent, stage_dir
+from study.artifacts import write_json
+from study.cli import run_main
+from study.config import load_params
+from study.figures import latent_histograms, training_curves
+from study.runner import new_model
+from study.tracking import Tracker
+
+
+def main() -> None:
+    params = load_params()
+    data = PreparedData.load(PREPARED_DATA)
+    device = resolve_device(params.device)
+    checkpoints = {stage: load_checkpoint(stage_dir(stage) / "model.pt") for stage in ("stage1", "stage2")}
+    models = {}
+    for stage, checkpoint in checkpoints.items():
+        models[stage] = new_model(params, data).to(device)
+        models[stage].load_state_dict(checkpoint["state_dict"], strict=True)
+    model = set_mode(models["stage2"], "binary")
+    batch = params.evaluation.batch_size
+    test = evaluate(model, data.test, data, batch_size=batch, device=device)
+    val = evaluate(model, data.val, data, batch_size=batch, device=device)
+    stage2 = checkpoints["stage2"]["meta"]["final"]
+    metrics = {
+        "test_acc": test["acc"],
+        "test_loss": test["loss"],
+        "val_acc": val["acc"],
+        "ff_ratio": stage2["ff_ratio"],
+        "c2i_ratio": stage2["c2i_stage"],
+        "c2i_init": stage2["c2i_init"],
+        "changed_from_init": stage2["changed_from_init"],
+        "saturation": test["saturation"],
+        "stage1_val_acc": checkpoints["stage1"]["meta"]["final"]["val_acc"],
+    }
+    out = stage_dir("evaluate")
+    histories = {f"stage {s[-1]}": pd.read_csv(stage_dir(s) / "history.csv") for s in checkpoints}
+    bins = params.evaluation.histogram_bins
+    figures = [
+        training_curves(histories, out / "curves.png"),
+        latent_histograms(
+            {f"end of stage {s[-1]}": latent_histogram(m, bins=bins) for s, m in models.items()},
+            out / "latent_weights.png",
+        ),
+    ]
+    write_json(out / "metrics.json", metrics)
+
+    tracker = Tracker.from_params(params)
+    parent = pipeline_parent(tracker, params, data)
+    with tracker.child(
+        parent,
+        "evaluate",
+        params=params.model_dump(include={"evaluation"}),
+        tags={"stage": "evaluate", "data_hash": data.fingerprint()},
+    ) as run:
+        run.log_metrics(metrics)
+    summary = tracker.run_logger(parent)
+    summary.log_metrics(metrics)
+    summary.log_artifacts(figures, "figures")
+    summary.set_tags(
+        {
+            "stage1_run_id": checkpoints["stage1"]["meta"]["run_id"],
+            "stage2_run_id": checkpoints["stage2"]["meta"]["run_id"],
+        }
+    )
+    print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,44 @@
+"""DVC stage ``stage2``: fully binary, latent weights loaded strictly from stage 1."""
+
+from __future__ import annotations
+
+from bnn import PreparedData, load_checkpoint
+from pipelines.common import PREPARED_DATA, epoch_logger, pipeline_parent, stage_dir, write_stage_outputs
+from study.cli import run_main
+from study.config import load_params
+from study.runner import new_model, run_stage2
+from study.tracking import Tracker
+
+
+def main() -> None:
+    params = load_params()
+    data = PreparedData.load(PREPARED_DATA)
+    stage1 = load_checkpoint(stage_dir("stage1") / "model.pt")
+    teacher = None
+    if params.distill.enabled:
+        teacher = new_model(params, data)
+        teacher.load_state_dict(stage1["meta"]["teacher_state_dict"], strict=True)
+    tracker = Tracker.from_params(params)
+    parent = pipeline_parent(tracker, params, data)
+    logged = params.model_dump(include={"seed", "model", "stage2"})
+    tags = {"stage": "2", "data_hash": data.fingerprint(), "stage1_run_id": stage1["meta"]["run_id"]}
+    with tracker.child(parent, "stage2", params=logged, tags=tags) as run:
+        stage = run_stage2(
+            params,
+            data,
+            stage1["state_dict"],
+            stage1["init_signs"],
+            teacher=teacher,
+            observers=(epoch_logger(run),),
+            progress=True,
+        )
+        write_stage_outputs(
+            "stage2", stage, {"run_id": run.run_id, "parent_run_id": parent, "final": stage.result.final}
+        )
+    print(
+        f"stage 2: val_acc {stage.result.final['val_acc']:.4f}  ff_ratio {stage.result.final['ff_ratio']:.2e}"
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)

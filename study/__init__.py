@@ -1,0 +1,1 @@
+"""Orchestration of bnn-study: config, runs, tracking, search and ablations."""

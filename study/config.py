@@ -1,0 +1,235 @@
+"""The typed ``params.yaml``: loading, validation, and one-line errors.
+
+Every entry point (DVC stages, search, ablations) loads params through :func:`load_params`, so a
+wrong key, a wrong type or an impossible value stops before any work with one line naming the key:
+
+    params.yaml: stage1.lr: Input should be greater than 0 (got -0.001)
+
+YAML is read as YAML 1.2 (``ruamel.yaml``, as DVC reads it), so ``5e-6`` is a number; validation
+is strict, so ``epochs: true`` or ``lr: "fast"`` are type errors instead of silent coercions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML, YAMLError
+
+from bnn.binarize import ACTIVATION_BINARIZERS, WEIGHT_BINARIZERS
+from bnn.data import DATASETS
+from bnn.layers import INITS
+from bnn.models import MODELS, model_options
+from bnn.train import StageConfig
+
+
+def find_project_root() -> Path:
+    """``$BNN_STUDY_ROOT``, else the nearest folder from the working directory up holding ``params.yaml``.
+
+    DVC runs every stage in the project folder; resolving the root this way lets the same code
+    serve a clone anywhere (and the end-to-end test's copy of the project in a temporary folder).
+    """
+    if "BNN_STUDY_ROOT" in os.environ:
+        return Path(os.environ["BNN_STUDY_ROOT"]).resolve()
+    cwd = Path.cwd().resolve()
+    return next((folder for folder in (cwd, *cwd.parents) if (folder / "params.yaml").exists()), cwd)
+
+
+PROJECT_ROOT = find_project_root()
+DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+SOURCES_WITH_PATH = ("cifar10", "imagefolder")
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message is one line naming the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AugmentConfig(_Section):
+    crop_padding: int = Field(0, ge=0)
+    hflip: bool = False
+
+
+class DataConfig(_Section):
+    name: str = "mnist5k"
+    path: str | None = None
+    image_size: PositiveInt | None = None
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 0
+    augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown data set {name!r}, choose from {sorted(DATASETS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _path_exists(self) -> DataConfig:
+        if self.name in SOURCES_WITH_PATH:
+            if self.path is None:
+                raise ValueError(f"path: data set {self.name!r} is read from a local folder; set data.path")
+            if not resolve_path(self.path).exists():
+                raise ValueError(f"path: {self.path!r} does not exist")
+        if self.name == "imagefolder" and self.image_size is None:
+            raise ValueError("image_size: required for imagefolder (images are resized to it)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        return self
+
+
+class ModelConfig(_Section):
+    name: str = "cnn"
+    width: PositiveInt = 32
+    act_binarizer: str = "approx_sign"
+    weight_binarizer: str = "ste"
+    init: str = "kaiming"
+    options: dict[str, Any] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}, choose from {sorted(MODELS)}")
+        return name
+
+    @field_validator("act_binarizer")
+    @classmethod
+    def _known_act(cls, name: str) -> str:
+        if name not in ACTIVATION_BINARIZERS:
+            raise ValueError(
+                f"unknown activation binarizer {name!r}, choose from {sorted(ACTIVATION_BINARIZERS)}"
+            )
+        return name
+
+    @field_validator("weight_binarizer")
+    @classmethod
+    def _known_weight(cls, name: str) -> str:
+        if name not in WEIGHT_BINARIZERS:
+            raise ValueError(f"unknown weight binarizer {name!r}, choose from {list(WEIGHT_BINARIZERS)}")
+        return name
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, name: str) -> str:
+        if name not in INITS:
+            raise ValueError(f"unknown init {name!r}, choose from {list(INITS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _known_options(self) -> ModelConfig:
+        unknown = sorted(set(self.options) - set(model_options(self.name)))
+        if unknown:
+            raise ValueError(
+                f"options.{unknown[0]}: not an option of model {self.name!r} "
+                f"(options: {sorted(model_options(self.name))})"
+            )
+        return self
+
+
+class DistillConfig(_Section):
+    """Optional distillation from a real-valued teacher of the same architecture (off by default)."""
+
+    enabled: bool = False
+    teacher_epochs: PositiveInt = 10
+
+
+class EvaluationConfig(_Section):
+    batch_size: PositiveInt = 512
+    histogram_bins: PositiveInt = 121
+
+
+class TrackingConfig(_Section):
+    """``uri: null`` means ``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project>/mlflow.db``."""
+
+    uri: str | None = None
+    experiment: str = "bnn-study"
+
+
+class Params(_Section):
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    stage1: StageConfig
+    stage2: StageConfig
+    distill: DistillConfig = DistillConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device not in ("auto", "cpu") and not device.startswith("cuda"):
+            raise ValueError(f"unknown device {device!r}, use auto, cpu or cuda[:N]")
+        return device
+
+    def training_key(self, *sections: str) -> str:
+        """A short hash of the named sections: what determines a trained result."""
+        dumped = self.model_dump(mode="json")
+        return hashlib.sha256(
+            json.dumps({s: dumped[s] for s in sections}, sort_keys=True).encode()
+        ).hexdigest()[:16]
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Relative paths in params are relative to the project root, wherever a stage runs."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        return YAML(typ="safe").load(path.read_text())
+    except YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def validate_params(raw: Any, source: str = "params.yaml") -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate_json(json.dumps(raw), strict=True)
+    except ValidationError as exc:
+        raise ParamsError(f"{source}: {_first_error(exc)}") from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    return validate_params(read_yaml(path), source=Path(path).name)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    # Validators that name a sub-key start their message with "key: ".
+    if ": " in message and " " not in message.split(": ", 1)[0]:
+        sub, message = message.split(": ", 1)
+        location = f"{location}.{sub}" if location else sub
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    elif "input" in error and not isinstance(error["input"], dict):
+        message = f"{message} (got {error['input']!r})"
+    return f"{location}: {message}" if location else message

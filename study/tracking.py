@@ -1,0 +1,165 @@
+"""MLflow tracking in one place: the run tree (parent and children) and batched logging.
+
+Runs are linked by the ``mlflow.parentRunId`` tag through an explicit :class:`MlflowClient`, so a
+child can be created from any process or host that knows the parent's id (no active-run state).
+Metrics are logged per epoch in one ``log_batch`` call (one ``log_metric`` costs ~5 ms on SQLite).
+
+The store is ``tracking.uri`` from params, else ``$MLFLOW_TRACKING_URI``, else an SQLite file
+``mlflow.db`` at the project root (absolute, so DVC stages run from anywhere share it), with
+artifacts in ``mlartifacts/`` beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from study.config import PROJECT_ROOT, Params
+
+PARENT_TAG = "mlflow.parentRunId"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+RUN_KEY_TAG = "bnn.run_key"
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    """The project's HEAD commit, with ``-dirty`` when tracked files changed; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"stage1": {"lr": 1e-3}}`` -> ``{"stage1.lr": 1e-3}``, the form MLflow params take."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class Tracker:
+    """A thin layer over :class:`MlflowClient` for bnn-study's run tree."""
+
+    def __init__(self, uri: str | None = None, experiment: str = "bnn-study"):
+        self.uri = tracking_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment_id = self._experiment_id(experiment)
+
+    @classmethod
+    def from_params(cls, params: Params) -> Tracker:
+        return cls(params.tracking.uri, params.tracking.experiment)
+
+    def _experiment_id(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        artifacts = None
+        if self.uri.startswith("sqlite:///"):
+            artifacts = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=artifacts)
+        except MlflowException:  # another process created it first
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def find_or_create_parent(self, key: str, name: str, tags: Mapping[str, str]) -> str:
+        """The parent run tagged with ``key``, created on first use (so stages of one pipeline share it)."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1
+        )
+        if found:
+            return found[0].info.run_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={RUN_KEY_TAG: key, GIT_COMMIT_TAG: git_commit(), **tags}
+        )
+        return run.info.run_id
+
+    @contextmanager
+    def child(
+        self, parent_id: str | None, name: str, params: Mapping[str, Any] = (), tags: Mapping[str, str] = ()
+    ) -> Iterator[RunLogger]:
+        """A child run, FINISHED on success, FAILED (or KILLED on Ctrl-C) when the body raises.
+
+        The parent's status follows its latest child, so an interrupted pipeline never shows as running.
+        """
+        run_tags = {GIT_COMMIT_TAG: git_commit(), **dict(tags)}
+        if parent_id:
+            run_tags[PARENT_TAG] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=run_tags)
+        logger = RunLogger(self.client, run.info.run_id)
+        logger.log_params(params)
+        if parent_id:
+            self.client.update_run(parent_id, status="RUNNING")
+        status = "FINISHED"
+        try:
+            yield logger
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except BaseException as exc:
+            status = "FAILED"
+            logger.set_tags({"failure": f"{type(exc).__name__}: {exc}"[:500]})
+            raise
+        finally:
+            self.client.set_terminated(run.info.run_id, status)
+            if parent_id:
+                self.client.set_terminated(parent_id, status)
+
+    def run_logger(self, run_id: str) -> RunLogger:
+        return RunLogger(self.client, run_id)
+
+
+class RunLogger:
+    """Batched logging into one existing run."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(dict(params)).items()]
+        for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, prefix: str = "") -> None:
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(f"{prefix}{k}", float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
+        for path in paths:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)

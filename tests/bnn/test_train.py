@@ -1,0 +1,114 @@
+import math
+
+import pytest
+import torch
+
+from bnn import StageConfig, build_model, evaluate, set_mode, train_stage, weight_signs
+from bnn.train import NonFiniteLossError
+
+
+def mlp(data, seed=0):
+    torch.manual_seed(seed)
+    return build_model(
+        "mlp",
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        width=64,
+    )
+
+
+def test_two_stages_learn_and_stage_two_starts_from_stage_one_weights(digits):
+    model = mlp(digits)
+    stage1 = train_stage(
+        model, digits, StageConfig(epochs=3, lr=3e-3, weight_decay=5e-6), mode="binary_act", seed=0
+    )
+    stage1_state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    stage2_model = mlp(digits, seed=123)  # a different random init, to be overwritten
+    stage2_model.load_state_dict(stage1_state, strict=True)
+    set_mode(stage2_model, "binary")
+    for name, tensor in stage2_model.state_dict().items():
+        assert torch.equal(tensor, stage1_state[name]), name
+    observed = []
+    stage2 = train_stage(
+        stage2_model,
+        digits,
+        StageConfig(epochs=2, lr=1e-3),
+        mode="binary",
+        seed=0,
+        init_signs=stage1.init_signs,
+        observers=[observed.append],
+    )
+
+    assert stage1.final["val_acc"] > 0.8 and stage2.final["val_acc"] > 0.8
+    assert [r["epoch"] for r in observed] == [1, 2]
+    # C2I references: the stage start is stage 1's final signs; init is stage 1's random init.
+    assert stage2.init_signs is stage1.init_signs
+    stage1_end = weight_signs(model)
+    assert not all(torch.equal(a, b) for a, b in zip(stage1_end, stage1.init_signs, strict=True))
+    for key in ("ff_ratio", "c2i_stage", "c2i_init", "changed_from_init", "saturation"):
+        assert 0.0 <= stage2.final[key] <= 1.0
+    assert stage2.final["changed_from_init"] == pytest.approx(1 - stage2.final["c2i_init"])
+
+
+def test_same_seed_gives_identical_metrics_on_cpu(digits):
+    cfg = StageConfig(epochs=2, lr=2e-3, weight_decay=1e-5)
+    runs = [train_stage(mlp(digits), digits, cfg, mode="binary", seed=7).history for _ in range(2)]
+    assert runs[0] == runs[1]
+    other = train_stage(mlp(digits), digits, cfg, mode="binary", seed=8).history
+    assert other != runs[0]
+
+
+def test_nan_loss_stops_the_stage_with_a_clear_error(digits):
+    model = mlp(digits)
+    with torch.no_grad():
+        model.classifier.weight.fill_(math.nan)
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 1"):
+        train_stage(model, digits, StageConfig(epochs=1, lr=1e-3), mode="binary", seed=0)
+
+
+def test_an_observer_can_stop_training(digits):
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(record):
+        raise Stop(record["epoch"])
+
+    with pytest.raises(Stop):
+        train_stage(
+            mlp(digits),
+            digits,
+            StageConfig(epochs=5, lr=1e-3),
+            mode="binary",
+            seed=0,
+            observers=[stop_after_first],
+        )
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_other_optimizers_and_recu_train(digits, optimizer):
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8, weight_binarizer="recu")
+    cfg = StageConfig(
+        epochs=2, lr=0.05 if optimizer == "sgd" else 3e-3, optimizer=optimizer, schedule="cosine"
+    )
+    result = train_stage(model, digits, cfg, mode="binary", seed=0)
+    assert result.final["val_acc"] > 0.3
+
+
+def test_distillation_from_a_real_valued_teacher(digits):
+    teacher = mlp(digits, seed=1)
+    train_stage(teacher, digits, StageConfig(epochs=2, lr=3e-3), mode="real", seed=0, track_signs=False)
+    teacher_acc = evaluate(teacher, digits.val, digits)["acc"]
+    student = train_stage(
+        mlp(digits), digits, StageConfig(epochs=2, lr=3e-3), mode="binary_act", seed=0, teacher=teacher
+    )
+    assert teacher_acc > 0.8 and student.final["val_acc"] > 0.6
+
+
+def test_stage_config_rejects_impossible_values():
+    with pytest.raises(ValueError, match="lr"):
+        StageConfig(epochs=1, lr=-1e-3)
+    with pytest.raises(ValueError, match="optimizer"):
+        StageConfig(epochs=1, lr=1e-3, optimizer="lion")

@@ -1,0 +1,15 @@
+import pytest
+import torch
+
+from bnn import prepare_data
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8x8 digits: the fastest real data set, for tests."""
+    return prepare_data("digits", val_fraction=0.15, test_fraction=0.15, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    torch.set_num_threads(2)
