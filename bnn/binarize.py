@@ -22,8 +22,23 @@ from torch import Tensor
 
 
 def hard_sign(x: Tensor) -> Tensor:
-    """Sign with +1 at zero, in the dtype of ``x``."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    """Sign with +1 at zero (and at -0.0), in the dtype of ``x``.
+
+    ``sign(x) + 0.5`` maps {-1, 0, +1} to {-0.5, 0.5, 1.5}; a second sign gives {-1, +1, +1}.
+    Three cheap elementwise passes: measured here several times faster than
+    ``torch.where(x >= 0, 1.0, -1.0)``, whose bool mask and scalar broadcast are slow on CPU.
+    """
+    return torch.sign(x).add_(0.5).sign_()
+
+
+# hardtanh's backward passes the gradient on the open interval (-bound, bound); with bound the next
+# float after 1, that is exactly the closed interval [-1, 1] of the clip STE, in one fused kernel.
+_CLIP = float(torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)))
+
+
+def clip_ste_grad(grad: Tensor, x: Tensor) -> Tensor:
+    """``grad`` where ``|x| <= 1``, else 0."""
+    return torch.ops.aten.hardtanh_backward(grad, x, -_CLIP, _CLIP)
 
 
 class SignSTE(torch.autograd.Function):
@@ -31,13 +46,28 @@ class SignSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x.abs() <= 1)
+        ctx.save_for_backward(x)
         return hard_sign(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        (inside,) = ctx.saved_tensors
-        return grad * inside
+        (x,) = ctx.saved_tensors
+        return clip_ste_grad(grad, x)
+
+
+class ScaledSignSTE(torch.autograd.Function):
+    """``alpha * sign(w)`` forward with ``alpha`` treated as a constant; ``alpha`` times the clip STE
+    backward. One autograd node instead of a sign node and a multiplication node."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, alpha: Tensor) -> Tensor:
+        ctx.save_for_backward(w, alpha)
+        return hard_sign(w).mul_(alpha)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        w, alpha = ctx.saved_tensors
+        return clip_ste_grad(grad, w).mul_(alpha), None
 
 
 class ApproxSign(torch.autograd.Function):
@@ -51,7 +81,7 @@ class ApproxSign(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        return grad * (2 - 2 * x.abs()).clamp_(min=0)
+        return x.abs().mul_(-2).add_(2).clamp_(min=0).mul_(grad)
 
 
 ACTIVATION_BINARIZERS = {"ste": SignSTE.apply, "approx_sign": ApproxSign.apply}

@@ -60,7 +60,7 @@ class SignTracker:
     """
 
     def __init__(self, model: nn.Module, init_signs: list[Tensor] | None = None):
-        self.model = model
+        self._weights = [layer.weight for layer in binary_weight_layers(model)]
         self.start = weight_signs(model)
         self.init = self.start if init_signs is None else init_signs
         self._previous = self.start
@@ -69,7 +69,7 @@ class SignTracker:
         self._steps = 0
 
     def step(self) -> None:
-        current = weight_signs(self.model)
+        current = [w.detach() >= 0 for w in self._weights]
         for now, before in zip(current, self._previous, strict=True):
             self._flips += torch.ne(now, before).sum()
         self._previous = current

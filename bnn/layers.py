@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bnn.binarize import ACTIVATION_BINARIZERS, WEIGHT_BINARIZERS, SignSTE, recu_quantize
+from bnn.binarize import ACTIVATION_BINARIZERS, WEIGHT_BINARIZERS, ScaledSignSTE, recu_quantize
 
 MODES = ("real", "binary_act", "binary")
 STAGE_MODES = {1: "binary_act", 2: "binary"}
@@ -47,11 +47,10 @@ class _BinaryWeightMixin:
         w = self.weight
         if not self.binarize_weights:
             return w
-        dims = tuple(range(1, w.dim()))
-        alpha = w.abs().mean(dims, keepdim=True).detach()
+        alpha = w.detach().abs().mean(tuple(range(1, w.dim())), keepdim=True)
         if self.weight_binarizer == "recu":
             w = recu_quantize(w, self.tau)
-        return alpha * SignSTE.apply(w)
+        return ScaledSignSTE.apply(w, alpha)
 
 
 class BinaryConv2d(_BinaryWeightMixin, nn.Conv2d):
