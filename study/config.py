@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,7 @@ from bnn.data import DATASETS
 from bnn.layers import INITS
 from bnn.models import MODELS, model_options
 from bnn.train import StageConfig
+from study.space import SearchSpace, check_against
 
 
 def find_project_root() -> Path:
@@ -91,7 +92,10 @@ class DataConfig(_Section):
         if self.name == "imagefolder" and self.image_size is None:
             raise ValueError("image_size: required for imagefolder (images are resized to it)")
         if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must be below 1")
+            raise ValueError(
+                f"test_fraction: val_fraction + test_fraction must be below 1 "
+                f"(got {self.val_fraction} + {self.test_fraction})"
+            )
         return self
 
 
@@ -141,6 +145,13 @@ class ModelConfig(_Section):
                 f"options.{unknown[0]}: not an option of model {self.name!r} "
                 f"(options: {sorted(model_options(self.name))})"
             )
+        for key, value in self.options.items():
+            default = model_options(self.name)[key]
+            expected = (list, tuple) if isinstance(default, tuple) else type(default)
+            if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+                raise ValueError(
+                    f"options.{key}: expected {type(default).__name__} like {default!r}, got {value!r}"
+                )
         return self
 
 
@@ -163,6 +174,27 @@ class TrackingConfig(_Section):
     experiment: str = "bnn-study"
 
 
+class SearchConfig(_Section):
+    """``python -m study.search``: the Optuna study; the command line overrides these."""
+
+    study_name: str = "bnn-search"
+    storage: str | None = None
+    trials: PositiveInt = 50
+    seed: int = 0
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    objectives: list[Literal["acc", "ff"]] = ["acc"]
+    workers: PositiveInt = 1
+    fixed: dict[str, Any] = {}
+    space: SearchSpace = SearchSpace({})
+
+    @field_validator("objectives")
+    @classmethod
+    def _acc_first(cls, objectives: list[str]) -> list[str]:
+        if objectives not in (["acc"], ["acc", "ff"]):
+            raise ValueError("use [acc] or [acc, ff]")
+        return objectives
+
+
 class Params(_Section):
     seed: int = 0
     device: str = "auto"
@@ -173,6 +205,29 @@ class Params(_Section):
     distill: DistillConfig = DistillConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
+    search: SearchConfig = SearchConfig()
+
+    @model_validator(mode="after")
+    def _search_fits_stages(self) -> Params:
+        stages = {"stage1": self.stage1, "stage2": self.stage2}
+        fixed = {key: [value] for key, value in self.search.fixed.items()}
+        for name, space in (("fixed", fixed), ("space", self.search.space)):
+            try:
+                check_against(SearchSpace.model_validate(space), stages)
+            except ValueError as exc:
+                raise ValueError(f"search.{name}.{_message(exc)}") from None
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Params:
+        """A copy with dotted keys set (``{"stage1.lr": 1e-3}``), validated like the file."""
+        raw = self.model_dump(mode="json")
+        for key, value in overrides.items():
+            *parents, leaf = key.split(".")
+            section = raw
+            for part in parents:
+                section = section[part]
+            section[leaf] = value
+        return validate_params(raw, source="overrides")
 
     @field_validator("device")
     @classmethod
@@ -200,9 +255,16 @@ def read_yaml(path: str | Path) -> Any:
     if not path.exists():
         raise ParamsError(f"{path}: params file not found")
     try:
-        return YAML(typ="safe").load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, unreadable, or binary
+        raise ParamsError(f"{path}: params file could not be read ({type(exc).__name__})") from None
+    try:
+        return YAML(typ="safe").load(text)
     except YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(f"{path}: not valid YAML{where} ({' '.join(str(problem).split())})") from None
 
 
 def validate_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -218,6 +280,12 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     return validate_params(read_yaml(path), source=Path(path).name)
 
 
+def _message(exc: ValueError) -> str:
+    if isinstance(exc, ValidationError):
+        return _first_error(exc)
+    return str(exc)
+
+
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     location = ".".join(str(part) for part in error["loc"])
@@ -231,5 +299,8 @@ def _first_error(exc: ValidationError) -> str:
     elif error["type"] == "missing":
         message = "required key is missing"
     elif "input" in error and not isinstance(error["input"], dict):
-        message = f"{message} (got {error['input']!r})"
-    return f"{location}: {message}" if location else message
+        got = error["input"]
+        if not (isinstance(got, str) and repr(got) in message):  # "unknown model 'vgg'" names it already
+            message = f"{message} (got {got!r})"
+    line = f"{location}: {message}" if location else message
+    return line.replace("\r", "\\r").replace("\n", "\\n")  # one line, even for a key holding a newline

@@ -1,0 +1,189 @@
+"""The Optuna search end to end on tiny trials: results, resume, workers, pruning, stage-1 reuse, MLflow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from ruamel.yaml import YAML
+
+from bnn import prepare_data
+from study.config import DEFAULT_PARAMS, load_params, read_yaml
+from study.search import FINISHED, Objective, SearchRun, create_study, load_study, main
+from study.tracking import PARENT_TAG, Tracker
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+TINY_SPACE = {
+    "stage1.optimizer": ["adam", "sgd"],
+    "stage1.lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
+    "stage1.weight_decay": [0.0, 5.0e-6],
+    "stage2.lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
+    "stage2.weight_decay": {"low": 1.0e-7, "high": 1.0e-5, "log": True, "zero": True},
+}
+
+
+def write_params(folder: Path, space: dict) -> Path:
+    raw = read_yaml(DEFAULT_PARAMS)
+    raw["data"].update(name="digits", val_fraction=0.15, test_fraction=0.15)
+    raw["data"]["augment"] = {"crop_padding": 0, "hflip": False}
+    raw["model"].update(name="mlp", width=32)
+    for stage in ("stage1", "stage2"):
+        raw[stage].update(epochs=2, batch_size=64)
+    raw["tracking"] = {"uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "search-test"}
+    raw["search"].update(space=space, fixed={})
+    path = folder / "params.yaml"
+    with open(path, "w") as stream:
+        YAML().dump(raw, stream)
+    return path
+
+
+def search_args(folder: Path, trials: int, *extra: str) -> list[str]:
+    return [
+        "--params", str(folder / "params.yaml"), "--trials", str(trials), "--study-name", "tiny",
+        "--storage", f"sqlite:///{folder / 'optuna.db'}", "--out", str(folder / "out"),
+        "--cache-dir", str(folder / "cache"), *extra,
+    ]  # fmt: skip
+
+
+def finished_numbers(folder: Path) -> list[int]:
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
+    return sorted(t.number for t in study.get_trials(states=FINISHED))
+
+
+def mlflow_runs(folder: Path):
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("search-test")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("bnn.kind") == "search"]
+    children = [r for r in runs if PARENT_TAG in r.data.tags]
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A 4-trial search, then the same command again (no overshoot), then --trials 6 (resume)."""
+    folder = tmp_path_factory.mktemp("search")
+    write_params(folder, TINY_SPACE)
+    main(search_args(folder, 4, "--pruner", "none"))
+    after_first = finished_numbers(folder)
+    main(search_args(folder, 4, "--pruner", "none"))
+    after_repeat = finished_numbers(folder)
+    main(search_args(folder, 6, "--pruner", "none"))
+    return folder, after_first, after_repeat
+
+
+def test_search_finishes_exactly_the_requested_trials_and_resumes_without_overshoot(searched):
+    folder, after_first, after_repeat = searched
+    assert after_first == [0, 1, 2, 3]
+    assert after_repeat == after_first
+    assert finished_numbers(folder) == [0, 1, 2, 3, 4, 5]
+
+
+def test_search_writes_tables_figures_and_applicable_best_params(searched):
+    folder, *_ = searched
+    out = folder / "out"
+    for name in ("trials.csv", "top_trials.csv", "importances.csv", "history.png", "hyperparameters.png",
+                 "ff_c2i.png", "best_params.yaml"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    best = YAML(typ="safe").load((out / "best_params.yaml").read_text())
+    assert set(best) <= {"stage1", "stage2"}
+    applied = load_params(folder / "params.yaml").with_overrides(
+        {f"{stage}.{key}": value for stage, values in best.items() for key, value in values.items()}
+    )
+    assert applied.stage1.lr == best["stage1"]["lr"]
+    assert len(list((out / "checkpoints").glob("*.pt"))) == 1  # only the best trial's network is kept
+
+
+def test_every_trial_is_a_child_run_of_one_parent_with_per_epoch_ff_and_c2i(searched):
+    folder, *_ = searched
+    client, parents, children = mlflow_runs(folder)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["optuna.study"] == "tiny" and "sampler_seed" in parent.data.tags
+    assert "best_test_acc" in parent.data.metrics and "best_val_acc" in parent.data.metrics
+    assert {c.data.tags[PARENT_TAG] for c in children} == {parent.info.run_id}
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == list(range(6))
+    child = children[0]
+    assert child.info.status == "FINISHED" and child.data.tags["trial_state"] == "COMPLETE"
+    for key in ("stage1.ff_ratio", "stage2.ff_ratio", "stage2.c2i_stage", "stage2.saturation"):
+        history = client.get_metric_history(child.info.run_id, key)
+        assert [m.step for m in history] == [1, 2], key
+    assert {"val_acc", "ff_ratio", "c2i_ratio"} <= set(child.data.metrics)
+
+
+def test_repeated_stage1_key_trains_once(tmp_path):
+    write_params(tmp_path, {"stage2.weight_decay": [0.0, 1.0e-5], "stage2.lr": [1.0e-3, 3.0e-3]})
+    main(search_args(tmp_path, 3, "--pruner", "none"))
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    cached = [t.user_attrs["stage1_cached"] for t in sorted(study.trials, key=lambda t: t.number)]
+    assert cached == [False, True, True]
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+
+def test_two_workers_finish_n_trials_without_duplicates(tmp_path):
+    write_params(tmp_path, TINY_SPACE)
+    main(search_args(tmp_path, 6, "--workers", "2", "--pruner", "none"))
+    numbers = finished_numbers(tmp_path)
+    assert len(numbers) == 6 and len(set(numbers)) == 6
+    _, parents, children = mlflow_runs(tmp_path)
+    finished_children = [c for c in children if c.data.tags.get("trial_state") == "COMPLETE"]
+    assert len(parents) == 1
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in finished_children) == numbers
+
+
+def test_pruned_trials_are_recorded_with_the_epoch_they_reached(tmp_path, digits):
+    params = load_params(write_params(tmp_path, TINY_SPACE))
+    run = SearchRun(params=params, study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}", trials=2,
+                    seed=0, pruner="none", objectives=["acc"], parent_run_id="", out_dir=tmp_path / "out",
+                    cache_dir=tmp_path / "cache", threads=2)  # fmt: skip
+    create_study(run)
+    study = load_study(run)
+    study.pruner = optuna.pruners.ThresholdPruner(lower=1.01)  # nothing reaches 101 %: prune at epoch 1
+    tracker = Tracker.from_params(params)
+    run.parent_run_id = tracker.find_or_create_parent("pruning", "search tiny", {"bnn.kind": "search"})
+    data = prepare_data("digits", val_fraction=0.15, test_fraction=0.15, seed=0)
+    study.optimize(Objective(run, data, tracker), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert [t.user_attrs["pruned_at_epoch"] for t in study.trials] == [1, 1]
+    _, _, children = mlflow_runs(tmp_path)
+    assert {c.data.tags["trial_state"] for c in children} == {"PRUNED"}
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_interrupted_search_completes_on_rerun(tmp_path):
+    write_params(tmp_path, TINY_SPACE)
+    env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "CI": "true"}
+    command = [sys.executable, "-m", "study.search", *search_args(tmp_path, 5, "--pruner", "none")]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if (tmp_path / "optuna.db").exists() and len(_finished_safely(tmp_path)) >= 1:
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run the same command again" in stderr and "Traceback" not in stderr
+    assert len(_finished_safely(tmp_path)) < 5
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    numbers = finished_numbers(tmp_path)
+    assert len(numbers) == 5 and len(set(numbers)) == 5
+
+
+def _finished_safely(folder: Path) -> list[int]:
+    try:
+        return finished_numbers(folder)
+    except (KeyError, optuna.exceptions.OptunaError, Exception):  # the study may not exist yet
+        return []

@@ -1,0 +1,233 @@
+"""MLflow run tree: parents found by key, children linked and tagged, statuses, per-epoch metrics."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipelines.common import epoch_logger, pipeline_parent
+from study.config import DEFAULT_PARAMS, PROJECT_ROOT, read_yaml, validate_params
+from study.runner import run_stage1, run_stage2
+from study.tracking import (
+    GIT_COMMIT_TAG,
+    PARENT_TAG,
+    RUN_KEY_TAG,
+    Tracker,
+    flatten,
+    git_commit,
+    tracking_uri,
+)
+
+# MLflow's SQLAlchemy store triggers this on first use; it is MLflow's to fix, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory) -> str:
+    """One SQLite store for the module (creating its tables takes seconds); one experiment per test."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tracker(store_uri, request) -> Tracker:
+    return Tracker(store_uri, experiment=request.node.name)
+
+
+def status(tracker: Tracker, run_id: str) -> str:
+    return tracker.client.get_run(run_id).info.status
+
+
+# --- flatten and the store's address ---------------------------------------------------------------
+
+
+def test_flatten_nested_mappings_to_dotted_keys():
+    nested = {
+        "seed": 0,
+        "stage1": {"lr": 1e-3, "betas": [0.9, 0.999]},
+        "data": {"augment": {"hflip": False}, "path": None},
+        "model": {"options": {}},
+    }
+    assert flatten(nested) == {
+        "seed": 0,
+        "stage1.lr": 1e-3,
+        "stage1.betas": [0.9, 0.999],
+        "data.augment.hflip": False,
+        "data.path": None,
+        "model.options": {},  # an empty section stays visible as a value
+    }
+    assert flatten({"a": {"b": 1}}, prefix="x.") == {"x.a.b": 1}
+    assert flatten({}) == {}
+
+
+def test_tracking_uri_prefers_configured_then_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-env.db")
+    assert tracking_uri("sqlite:///configured.db") == "sqlite:///configured.db"
+    assert tracking_uri(None) == "sqlite:///from-env.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking_uri(None) == f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def test_experiment_artifacts_live_beside_the_sqlite_file(tracker, store_uri):
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    db_folder = store_uri.removeprefix("sqlite:///").rsplit("/", 1)[0]
+    assert experiment.artifact_location.endswith(f"{db_folder}/mlartifacts")
+    # A second tracker on the same experiment reuses it.
+    assert Tracker(store_uri, experiment=experiment.name).experiment_id == tracker.experiment_id
+
+
+# --- parents ----------------------------------------------------------------------------------------
+
+
+def test_find_or_create_parent_is_keyed(tracker):
+    first = tracker.find_or_create_parent("pipeline-aaa", "pipeline", {"bnn.kind": "pipeline"})
+    again = tracker.find_or_create_parent("pipeline-aaa", "pipeline", {"bnn.kind": "pipeline"})
+    other = tracker.find_or_create_parent("pipeline-bbb", "pipeline", {"bnn.kind": "pipeline"})
+    assert first == again
+    assert other != first
+    tags = tracker.client.get_run(first).data.tags
+    assert tags[RUN_KEY_TAG] == "pipeline-aaa"
+    assert tags[GIT_COMMIT_TAG] == git_commit()
+    assert tags["bnn.kind"] == "pipeline"
+    assert len(tracker.client.search_runs([tracker.experiment_id])) == 2
+
+
+# --- children ---------------------------------------------------------------------------------------
+
+
+def test_child_is_linked_tagged_and_holds_params_and_epoch_metrics(tracker):
+    parent = tracker.find_or_create_parent("key", "pipeline", {})
+    params = {"seed": 0, "stage1": {"lr": 2e-3, "epochs": 3}, "model": {"name": "mlp", "options": {}}}
+    with tracker.child(parent, "stage1", params=params, tags={"stage": "1"}) as run:
+        assert status(tracker, run.run_id) == "RUNNING"
+        assert status(tracker, parent) == "RUNNING"
+        for epoch in (1, 2, 3):
+            record = {"epoch": epoch, "val_acc": 0.5 + epoch / 10, "ff_ratio": epoch * 1e-3, "flag": True}
+            run.log_metrics(record, step=epoch)
+        run.log_metrics({"note": "not a number"})
+
+    child = tracker.client.get_run(run.run_id)
+    assert child.info.status == "FINISHED"
+    assert status(tracker, parent) == "FINISHED"
+    assert child.info.run_name == "stage1"
+    assert child.data.tags[PARENT_TAG] == parent
+    assert child.data.tags[GIT_COMMIT_TAG] == git_commit()
+    assert child.data.tags["stage"] == "1"
+    assert child.data.params == {
+        "seed": "0",
+        "stage1.lr": "0.002",
+        "stage1.epochs": "3",
+        "model.name": "mlp",
+        "model.options": "{}",
+    }
+    history = tracker.client.get_metric_history(run.run_id, "val_acc")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([0.6, 0.7, 0.8])
+    assert len(tracker.client.get_metric_history(run.run_id, "ff_ratio")) == 3
+    assert "flag" not in child.data.metrics  # booleans are not metrics
+    assert "note" not in child.data.metrics
+
+
+def test_many_params_are_logged_in_batches(tracker):
+    params = {f"p{i:03d}": i for i in range(250)}  # MLflow accepts at most 100 per batch
+    with tracker.child(None, "wide", params=params) as run:
+        pass
+    logged = tracker.client.get_run(run.run_id).data.params
+    assert len(logged) == 250 and logged["p249"] == "249"
+
+
+def test_child_without_parent_has_no_parent_tag(tracker):
+    with tracker.child(None, "alone") as run:
+        pass
+    found = tracker.client.get_run(run.run_id)
+    assert PARENT_TAG not in found.data.tags
+    assert found.info.status == "FINISHED"
+
+
+def test_failing_child_is_failed_with_reason_and_parent_follows(tracker):
+    parent = tracker.find_or_create_parent("key", "pipeline", {})
+    with pytest.raises(ValueError, match="boom"), tracker.child(parent, "stage1") as run:
+        run.log_metrics({"val_acc": 0.1}, step=1)
+        raise ValueError("boom")
+    child = tracker.client.get_run(run.run_id)
+    assert child.info.status == "FAILED"
+    assert child.data.tags["failure"] == "ValueError: boom"
+    assert child.info.end_time is not None
+    assert status(tracker, parent) == "FAILED"
+
+    # A later successful child of the same parent (a re-run) brings the parent back to FINISHED.
+    with tracker.child(parent, "stage1") as rerun:
+        pass
+    assert status(tracker, rerun.run_id) == "FINISHED"
+    assert status(tracker, parent) == "FINISHED"
+
+
+def test_interrupted_child_is_killed(tracker):
+    parent = tracker.find_or_create_parent("key", "pipeline", {})
+    with pytest.raises(KeyboardInterrupt), tracker.child(parent, "stage2") as run:
+        raise KeyboardInterrupt
+    child = tracker.client.get_run(run.run_id)
+    assert child.info.status == "KILLED"
+    assert "failure" not in child.data.tags
+    assert status(tracker, parent) == "KILLED"
+
+
+def test_run_logger_writes_into_an_existing_run(tracker):
+    parent = tracker.find_or_create_parent("key", "pipeline", {})
+    summary = tracker.run_logger(parent)
+    summary.log_metrics({"test_acc": 0.9})
+    summary.set_tags({"stage1_run_id": "abc"})
+    found = tracker.client.get_run(parent)
+    assert found.data.metrics["test_acc"] == pytest.approx(0.9)
+    assert found.data.tags["stage1_run_id"] == "abc"
+
+
+# --- the real two-stage runner, logged like the DVC stages log it -----------------------------------
+
+
+@pytest.mark.slow
+def test_two_stage_runner_logs_one_parent_and_two_children(store_uri, digits):
+    raw = copy.deepcopy(read_yaml(DEFAULT_PARAMS))
+    raw["device"] = "cpu"
+    raw["data"]["name"] = "digits"
+    raw["model"].update(name="mlp", width=32)
+    for stage in ("stage1", "stage2"):
+        raw[stage]["epochs"] = 2
+    raw["tracking"] = {"uri": store_uri, "experiment": "two-stage-runner"}
+    params = validate_params(raw)
+    tracker = Tracker.from_params(params)
+
+    parent = pipeline_parent(tracker, params, digits)
+    with tracker.child(
+        parent, "stage1", params=params.model_dump(include={"seed", "model", "stage1"})
+    ) as run1:
+        stage1 = run_stage1(params, digits, observers=(epoch_logger(run1),))
+    assert pipeline_parent(tracker, params, digits) == parent  # stage 2 finds the same parent
+    with tracker.child(
+        parent, "stage2", params=params.model_dump(include={"seed", "model", "stage2"})
+    ) as run2:
+        run_stage2(
+            params,
+            digits,
+            stage1.model.state_dict(),
+            stage1.result.init_signs,
+            observers=(epoch_logger(run2),),
+        )
+
+    client = MlflowClient(tracking_uri=tracker.uri)
+    runs = client.search_runs([tracker.experiment_id])
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    children = [r for r in runs if PARENT_TAG in r.data.tags]
+    assert [r.info.run_id for r in parents] == [parent]
+    assert sorted(r.info.run_name for r in children) == ["stage1", "stage2"]
+    for child in children:
+        assert child.data.tags[PARENT_TAG] == parent
+        assert child.info.status == "FINISHED"
+        for metric in ("ff_ratio", "c2i_stage", "val_acc"):
+            history = client.get_metric_history(child.info.run_id, metric)
+            assert sorted(m.step for m in history) == [1, 2], metric
+    by_name = {r.info.run_name: r for r in children}
+    assert by_name["stage1"].data.params["stage1.epochs"] == "2"
+    assert by_name["stage2"].data.params["model.width"] == "32"
+    assert client.get_run(parent).info.status == "FINISHED"
