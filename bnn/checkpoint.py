@@ -1,13 +1,16 @@
-"""Stage checkpoints: model weights, the first-initialisation sign snapshot, and plain metadata.
+"""Atomic file writes and stage checkpoints.
 
-Written atomically (temporary file in the same directory, then ``os.replace``) so a concurrent
-reader never sees half a file; read with ``torch.load(..., weights_only=True)``.
+Every result file is written to a temporary name in its folder and renamed over the old one only
+when complete, so a concurrent reader never sees half a file and a failed run leaves the previous
+result in place. Checkpoints hold model weights, the first-initialisation sign snapshot and plain
+metadata, and are read with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +18,30 @@ import torch
 from torch import Tensor, nn
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, init_signs: list[Tensor], meta: dict) -> None:

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from bnn.checkpoint import atomic_torch_save
 
 PathLike = str | os.PathLike[str]
 
@@ -354,25 +355,14 @@ class PreparedData:
         return digest.hexdigest()
 
     def save(self, path: PathLike) -> None:
-        """torch.save to a temp file beside ``path``, then rename: readers never see a partial file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Written atomically: readers never see a partial file."""
         payload: dict = {"format": _FORMAT_VERSION, "name": self.name, "classes": list(self.classes)}
         for split_name in _SPLITS:
             part: ImageData = getattr(self, split_name)
             payload[f"{split_name}_images"] = part.images.contiguous()
             payload[f"{split_name}_labels"] = part.labels.contiguous()
         payload["mean"], payload["std"] = self.mean, self.std
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_torch_save(payload, path)
 
     @classmethod
     def load(cls, path: PathLike) -> PreparedData:

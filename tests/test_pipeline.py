@@ -1,0 +1,280 @@
+"""End to end: the real DVC pipeline (prepare -> stage1 -> stage2 -> evaluate) on a tiny params file.
+
+A module-scoped fixture copies the project's code and ``dvc.yaml`` into a temporary git + DVC repository,
+writes a small ``params.yaml`` derived from the real one (digits, a 32-wide MLP, two epochs per stage) and
+runs ``dvc repro`` once. The tests then read its results and drive DVC further, in file order: a no-op
+repro, a change to one stage's params, a ``dvc exp run``, and a params file that fails validation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from study.config import validate_params
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+STAGES = ["prepare", "stage1", "stage2", "evaluate"]
+RUNNING = re.compile(r"^Running stage '([^']+)':", re.MULTILINE)
+EVALUATE_KEYS = {"test_acc", "val_acc", "ff_ratio", "c2i_ratio", "changed_from_init", "saturation"}
+TIMEOUT = 600  # seconds per command: generous, only there so a hang fails instead of blocking CI
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages DVC ran, in order, from its ``Running stage '...':`` lines."""
+    return RUNNING.findall(output)
+
+
+def tiny_params() -> dict:
+    """The project's params.yaml, shrunk to seconds: digits, a 32-wide MLP, two epochs per stage."""
+    params = YAML().load(PROJECT / "params.yaml")  # round trip: keeps key order and comments
+    params["data"].update(name="digits", path=None, image_size=None)
+    params["data"]["augment"]["crop_padding"] = 0
+    params["model"].update(name="mlp", width=32, options={})
+    for stage in ("stage1", "stage2"):
+        params[stage].update(epochs=2, batch_size=64, compile=False)
+    params["distill"]["enabled"] = False
+    params["tracking"]["uri"] = None  # the default store: <project root>/mlflow.db
+    params["device"] = "cpu"
+    return params
+
+
+@dataclass
+class Project:
+    """A throw-away copy of the project, with the environment its commands run in."""
+
+    root: Path
+    env: dict[str, str]
+    first_repro: subprocess.CompletedProcess | None = None
+    first_commit: str = ""
+    first_metrics: dict | None = None
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            args, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=TIMEOUT
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(
+                f"`{' '.join(args)}` exited with {proc.returncode}\n"
+                f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("dvc", *args, check=check)
+
+    def git(self, *args: str) -> str:
+        return self.run("git", *args).stdout.strip()
+
+    def commit(self, message: str) -> None:
+        self.git("add", "-A")
+        if self.git("status", "--porcelain"):
+            self.git("commit", "-q", "-m", message)
+
+    @property
+    def params_path(self) -> Path:
+        return self.root / "params.yaml"
+
+    def read_params(self) -> dict:
+        return YAML().load(self.params_path)
+
+    def write_params(self, params: dict) -> None:
+        validate_params(params)  # a broken fixture shows up here, not as a DVC failure
+        self._dump(params)
+
+    def write_invalid_params(self, params: dict) -> None:
+        self._dump(params)
+
+    def _dump(self, params: dict) -> None:
+        YAML().dump(params, self.params_path)
+
+    def metrics(self, stage: str = "evaluate") -> dict:
+        return json.loads((self.root / "runs" / stage / "metrics.json").read_text())
+
+
+def isolated_env(scratch: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # The stages find the project from their working directory, and MLflow defaults to its mlflow.db.
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "BNN_STUDY_ROOT", "PYTHONPATH"):
+        env.pop(name, None)
+    identity = {"NAME": "bnn-study tests", "EMAIL": "tests@bnn-study.invalid"}
+    for role in ("AUTHOR", "COMMITTER"):
+        for field, value in identity.items():
+            env[f"GIT_{role}_{field}"] = value
+    (scratch / "dvc-global").mkdir()
+    (scratch / "dvc-system").mkdir()
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",  # `python` and `dvc` of this venv
+        CI="true",
+        # A 32-wide MLP gains nothing from threads, and OpenMP spin-waits double its time on a busy machine.
+        OMP_NUM_THREADS="1",
+        DVC_NO_ANALYTICS="1",
+        DVC_GLOBAL_CONFIG_DIR=str(scratch / "dvc-global"),
+        DVC_SYSTEM_CONFIG_DIR=str(scratch / "dvc-system"),
+        DVC_SITE_CACHE_DIR=str(scratch / "dvc-site-cache"),
+        GIT_CONFIG_NOSYSTEM="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """The project copied into a fresh git + DVC repository, after one full ``dvc repro``."""
+    root = tmp_path_factory.mktemp("pipeline")
+    env = isolated_env(tmp_path_factory.mktemp("pipeline-env"))
+    assert shutil.which("dvc", path=env["PATH"]) == str(VENV_BIN / "dvc"), "run with the venv's python"
+    for folder in ("bnn", "study", "pipelines"):
+        shutil.copytree(PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(PROJECT / "dvc.yaml", root / "dvc.yaml")
+    (root / ".gitignore").write_text("__pycache__/\n/mlflow.db\n/mlartifacts/\n")
+    proj = Project(root, env)
+    proj.write_params(tiny_params())
+
+    proj.git("init", "-q")
+    proj.git("config", "user.name", "bnn-study tests")
+    proj.git("config", "user.email", "tests@bnn-study.invalid")
+    proj.git("config", "commit.gpgsign", "false")
+    proj.commit("project")
+    proj.dvc("init", "-q")
+    proj.dvc("config", "core.analytics", "false")
+    proj.commit("dvc init")
+
+    proj.first_commit = proj.git("rev-parse", "HEAD")
+    proj.first_repro = proj.dvc("repro")
+    proj.first_metrics = proj.metrics()
+    return proj
+
+
+def test_repro_runs_every_stage(project: Project) -> None:
+    assert stages_run(project.first_repro.stdout) == STAGES
+    for out in ("data/prepared/data.pt", "runs/stage1/model.pt", "runs/stage2/model.pt"):
+        assert (project.root / out).stat().st_size > 0, out
+    for stage in ("stage1", "stage2"):
+        history = (project.root / "runs" / stage / "history.csv").read_text().splitlines()
+        assert len(history) == 1 + 2, f"{stage}: a header and one row per epoch"
+    summary = json.loads((project.root / "data/prepared/summary.json").read_text())
+    assert summary["name"] == "digits"
+
+
+def test_evaluate_metrics(project: Project) -> None:
+    metrics = project.first_metrics
+    assert set(metrics) >= EVALUATE_KEYS
+    assert all(math.isfinite(metrics[key]) for key in EVALUATE_KEYS)
+    assert metrics["test_acc"] > 0.5, "two epochs per stage on digits already beat chance (0.1) by far"
+    assert 0 < metrics["val_acc"] <= 1
+    for key in ("c2i_ratio", "changed_from_init", "saturation"):
+        assert 0 <= metrics[key] <= 1, key
+    assert metrics["ff_ratio"] >= 0
+
+
+def test_figures(project: Project) -> None:
+    for name in ("curves.png", "latent_weights.png"):
+        figure = project.root / "runs" / "evaluate" / name
+        assert figure.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
+
+
+def test_dvc_metrics_show(project: Project) -> None:
+    shown = json.loads(project.dvc("metrics", "show", "--json").stdout)
+    (workspace,) = shown.values()  # one revision: the workspace
+    evaluate = workspace["data"]["runs/evaluate/metrics.json"]["data"]
+    assert {"test_acc", "ff_ratio"} <= set(evaluate)
+    assert set(workspace["data"]) >= {"runs/stage1/metrics.json", "runs/stage2/metrics.json"}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy deprecations inside MLflow
+def test_mlflow_run_tree(project: Project) -> None:
+    from mlflow.tracking import MlflowClient
+
+    store = project.root / "mlflow.db"
+    assert store.exists(), "the default tracking store is <project root>/mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("bnn-study")
+    assert experiment is not None
+    assert experiment.artifact_location == (project.root.resolve() / "mlartifacts").as_uri()
+
+    # Later tests add pipelines (new params, an experiment): the first repro's parent is the oldest.
+    parents = client.search_runs(
+        [experiment.experiment_id], "tags.`bnn.kind` = 'pipeline'", order_by=["attributes.start_time ASC"]
+    )
+    assert parents
+    parent = parents[0]
+    fingerprint = json.loads((project.root / "data/prepared/summary.json").read_text())["fingerprint"]
+    assert parent.data.tags["data_hash"] == fingerprint
+    assert parent.data.tags["mlflow.source.git.commit"] == project.first_commit
+    for key in ("test_acc", "ff_ratio", "c2i_ratio"):
+        assert parent.data.metrics[key] == pytest.approx(project.first_metrics[key]), key
+
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    by_name = {run.info.run_name: run for run in children}
+    assert sorted(by_name) == ["evaluate", "stage1", "stage2"]
+    assert all(run.info.status == "FINISHED" for run in children)
+    for stage in ("stage1", "stage2"):
+        run_id = by_name[stage].info.run_id
+        for metric in ("ff_ratio", "val_acc"):
+            steps = sorted(m.step for m in client.get_metric_history(run_id, metric))
+            assert steps == [1, 2], f"{stage}.{metric}: one value per epoch"
+    assert by_name["evaluate"].data.metrics["test_acc"] == pytest.approx(project.first_metrics["test_acc"])
+
+
+def test_second_repro_runs_nothing(project: Project) -> None:
+    proc = project.dvc("repro")
+    assert stages_run(proc.stdout) == []
+    for stage in STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
+    assert "Data and pipelines are up to date" in proc.stdout
+
+
+def test_stage2_param_change_reruns_only_stage2_and_evaluate(project: Project) -> None:
+    params = project.read_params()
+    params["stage2"]["lr"] = params["stage2"]["lr"] / 2
+    project.write_params(params)
+    proc = project.dvc("repro")
+    assert stages_run(proc.stdout) == ["stage2", "evaluate"]
+    assert project.metrics()["test_acc"] > 0.5
+
+
+def test_experiment_run(project: Project) -> None:
+    project.commit("tiny pipeline results")  # `dvc exp run` needs a commit to base the experiment on
+    proc = project.dvc("exp", "run", "-S", "stage1.weight_decay=1.0e-5")
+    assert stages_run(proc.stdout) == ["stage1", "stage2", "evaluate"]
+    assert project.read_params()["stage1"]["weight_decay"] == pytest.approx(1.0e-5)
+    assert project.metrics()["test_acc"] > 0.5
+
+
+def test_invalid_params_fail_in_one_line_and_keep_results(project: Project) -> None:
+    kept = ["runs/stage2/model.pt", "runs/evaluate/metrics.json"]
+    before = {path: (project.root / path).read_bytes() for path in kept}
+    original = project.params_path.read_text()
+    params = project.read_params()
+    params["stage2"]["lrr"] = params["stage2"]["lr"]
+    project.write_invalid_params(params)
+    try:
+        proc = project.dvc("repro", check=False)
+    finally:
+        project.params_path.write_text(original)
+
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert stages_run(proc.stdout) == ["stage2"], "only stage2 reads the stage2 params"
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "stage2.lrr" in errors[0], output
+    assert "Traceback" not in output
+    for path, content in before.items():
+        assert (project.root / path).read_bytes() == content, f"{path} changed by a failed run"
+    # The failed run recorded nothing: with the params restored, the pipeline is up to date again.
+    assert stages_run(project.dvc("repro").stdout) == []
