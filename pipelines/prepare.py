@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from bnn import prepare_data
 from pipelines.common import PREPARED, PREPARED_DATA
 from study.artifacts import write_json
 from study.cli import run_main
-from study.config import load_params, resolve_path
+from study.config import load_params
+from study.runner import prepare
 
 
 def main() -> None:
     params = load_params()
-    cfg = params.data
-    data = prepare_data(
-        cfg.name,
-        resolve_path(cfg.path) if cfg.path else None,
-        val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction,
-        seed=cfg.split_seed,
-        image_size=cfg.image_size,
-    )
+    data = prepare(params)
     data.save(PREPARED_DATA)
     write_json(
         PREPARED / "summary.json",

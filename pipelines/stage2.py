@@ -6,7 +6,7 @@ from bnn import PreparedData, load_checkpoint
 from pipelines.common import PREPARED_DATA, epoch_logger, pipeline_parent, stage_dir, write_stage_outputs
 from study.cli import run_main
 from study.config import load_params
-from study.runner import new_model, run_stage2
+from study.runner import load_teacher, run_stage2
 from study.tracking import Tracker
 
 
@@ -14,10 +14,7 @@ def main() -> None:
     params = load_params()
     data = PreparedData.load(PREPARED_DATA)
     stage1 = load_checkpoint(stage_dir("stage1") / "model.pt")
-    teacher = None
-    if params.distill.enabled:
-        teacher = new_model(params, data)
-        teacher.load_state_dict(stage1["meta"]["teacher_state_dict"], strict=True)
+    teacher = load_teacher(params, data, stage1["meta"].get("teacher_state_dict"))
     tracker = Tracker.from_params(params)
     parent = pipeline_parent(tracker, params, data)
     logged = params.model_dump(include={"seed", "model", "stage2"})

@@ -195,6 +195,41 @@ class SearchConfig(_Section):
         return objectives
 
 
+class WeightDecayGrid(_Section):
+    stage1: list[float] = [0.0, 1.0e-6, 5.0e-6, 1.0e-5, 5.0e-5, 1.0e-4]
+    stage2: list[float] = [0.0, 5.0e-6, 1.0e-5]
+
+    @field_validator("stage1", "stage2")
+    @classmethod
+    def _non_negative(cls, values: list[float]) -> list[float]:
+        if not values or any(v < 0 for v in values) or len(set(values)) != len(values):
+            raise ValueError("a non-empty list of distinct non-negative values")
+        return values
+
+
+class AblationConfig(_Section):
+    """``python -m study.ablate`` and the DVC ablation stages (see README, Reproduction study)."""
+
+    seeds: int = Field(5, ge=3)
+    epochs: PositiveInt = 6
+    quick_seeds: int = Field(3, ge=2)
+    quick_epochs: PositiveInt = 1
+    weight_decay: WeightDecayGrid = WeightDecayGrid()
+    optimizers: dict[str, dict[str, Any]] = {"adam": {"lr": 2.0e-3}, "sgd": {"lr": 0.1, "momentum": 0.9}}
+    margin: float = Field(0.005, ge=0, lt=1)
+    workers: PositiveInt = 1
+
+    @field_validator("optimizers")
+    @classmethod
+    def _adam_and_sgd(cls, optimizers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if set(optimizers) != {"adam", "sgd"}:
+            raise ValueError("give settings for exactly adam and sgd")
+        for name, settings in optimizers.items():
+            if "optimizer" in settings:
+                raise ValueError(f"{name}.optimizer: the key names the optimizer already")
+        return optimizers
+
+
 class Params(_Section):
     seed: int = 0
     device: str = "auto"
@@ -206,16 +241,25 @@ class Params(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
     search: SearchConfig = SearchConfig()
+    ablation: AblationConfig = AblationConfig()
 
     @model_validator(mode="after")
     def _search_fits_stages(self) -> Params:
         stages = {"stage1": self.stage1, "stage2": self.stage2}
         fixed = {key: [value] for key, value in self.search.fixed.items()}
-        for name, space in (("fixed", fixed), ("space", self.search.space)):
+        checks = [("search.fixed", fixed), ("search.space", self.search.space)]
+        checks += [
+            (
+                f"ablation.optimizers.{name}",
+                {f"stage1.{k}": [v] for k, v in {"optimizer": name, **cfg}.items()},
+            )
+            for name, cfg in self.ablation.optimizers.items()
+        ]
+        for name, space in checks:
             try:
                 check_against(SearchSpace.model_validate(space), stages)
             except ValueError as exc:
-                raise ValueError(f"search.{name}.{_message(exc)}") from None
+                raise ValueError(f"{name}.{_message(exc)}") from None
         return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> Params:

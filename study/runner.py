@@ -12,9 +12,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bnn import Augment, PreparedData, StageResult, build_model, init_binary_weights, set_mode, train_stage
+from bnn import (
+    Augment,
+    PreparedData,
+    StageResult,
+    build_model,
+    init_binary_weights,
+    prepare_data,
+    set_mode,
+    train_stage,
+)
 from bnn.train import Observer, resolve_device
-from study.config import Params
+from study.config import Params, resolve_path
 
 
 @dataclass
@@ -22,6 +31,20 @@ class StageRun:
     model: nn.Module
     result: StageResult
     teacher: nn.Module | None = None
+
+
+def prepare(params: Params) -> PreparedData:
+    """The configured data set, split by ``data.split_seed``: the same bytes wherever it is prepared."""
+    cfg = params.data
+    path = resolve_path(cfg.path) if cfg.path else None
+    return prepare_data(
+        cfg.name,
+        path,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.split_seed,
+        image_size=cfg.image_size,
+    )
 
 
 def new_model(params: Params, data: PreparedData) -> nn.Module:
@@ -61,6 +84,15 @@ def train_teacher(params: Params, data: PreparedData, progress: str | None = Non
         track_signs=False,
         progress=progress,
     )
+    return set_mode(teacher, "real").eval()
+
+
+def load_teacher(params: Params, data: PreparedData, state_dict: dict | None) -> nn.Module | None:
+    """The stored real-valued teacher of a distilled stage 1 (``None`` without distillation)."""
+    if state_dict is None:
+        return None
+    teacher = new_model(params, data)
+    teacher.load_state_dict(state_dict, strict=True)
     return set_mode(teacher, "real").eval()
 
 

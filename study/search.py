@@ -29,12 +29,12 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from bnn import NonFiniteLossError, PreparedData, prepare_data
+from bnn import NonFiniteLossError, PreparedData
 from bnn.checkpoint import atomic_torch_save
 from study.cache import Stage1Cache
 from study.cli import run_main
-from study.config import PROJECT_ROOT, Params, load_params, resolve_path
-from study.runner import new_model, run_stage2
+from study.config import PROJECT_ROOT, Params, load_params
+from study.runner import load_teacher, prepare, run_stage2
 from study.search_report import summarize
 from study.space import suggest
 from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, default_storage, open_storage, redact
@@ -144,10 +144,7 @@ class Objective:
                 )
                 trial.set_user_attr("stage1_cached", stage1.cached)
                 mlrun.set_tags({"stage1_cached": stage1.cached})
-                teacher = None
-                if stage1.teacher_state_dict is not None:
-                    teacher = new_model(params, self.data)
-                    teacher.load_state_dict(stage1.teacher_state_dict, strict=True)
+                teacher = load_teacher(params, self.data, stage1.teacher_state_dict)
                 observer = self._observer(trial, mlrun, "stage2", params.stage1.epochs)
                 stage2 = run_stage2(
                     params,
@@ -218,14 +215,7 @@ def work(run: SearchRun, worker: int = 0) -> None:
     torch.set_num_threads(run.threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported in one line below
     study = load_study(run, worker)
-    data = prepare_data(
-        run.params.data.name,
-        resolve_path(run.params.data.path) if run.params.data.path else None,
-        val_fraction=run.params.data.val_fraction,
-        test_fraction=run.params.data.test_fraction,
-        seed=run.params.data.split_seed,
-        image_size=run.params.data.image_size,
-    )
+    data = prepare(run.params)
     objective = Objective(run, data, Tracker.from_params(run.params))
     failures = 0
     while failures <= run.trials:

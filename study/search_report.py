@@ -22,10 +22,10 @@ import torch  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from ruamel.yaml import YAML  # noqa: E402
 
-from bnn import evaluate, prepare_data, set_mode  # noqa: E402
+from bnn import evaluate, set_mode  # noqa: E402
 from study.artifacts import atomic_write, write_csv  # noqa: E402
-from study.config import Params, resolve_path  # noqa: E402
-from study.runner import new_model  # noqa: E402
+from study.config import Params  # noqa: E402
+from study.runner import new_model, prepare  # noqa: E402
 from study.tracking import Tracker  # noqa: E402
 
 if TYPE_CHECKING:
@@ -205,15 +205,7 @@ def test_accuracy(run: SearchRun, trial: FrozenTrial, checkpoint: Path) -> dict[
     if not checkpoint.exists():
         return None
     params = run.params.with_overrides(trial_overrides(trial, run.params.search.fixed))
-    cfg = params.data
-    data = prepare_data(
-        cfg.name,
-        resolve_path(cfg.path) if cfg.path else None,
-        val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction,
-        seed=cfg.split_seed,
-        image_size=cfg.image_size,
-    )
+    data = prepare(params)
     model = new_model(params, data)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
     return evaluate(set_mode(model, "binary"), data.test, data)
