@@ -48,7 +48,7 @@ from bnn import (
 )
 from bnn.train import resolve_device
 from study.artifacts import atomic_write, write_csv, write_json
-from study.cache import Stage1Cache
+from study.cache import Stage1Cache, code_fingerprint
 from study.cli import run_main
 from study.config import PROJECT_ROOT, Params, load_params
 from study.runner import augmentation, load_teacher, new_model, prepare, run_stage2
@@ -79,6 +79,7 @@ class Cell:
             params.training_key("seed", "model", "stage1", "stage2", "distill"),
             params.data.augment.model_dump_json(),
             data.fingerprint(),
+            code_fingerprint(),
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 

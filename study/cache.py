@@ -1,9 +1,10 @@
 """The content-addressed stage-1 store: a stage-1 result is trained once per key, then reused.
 
 The key hashes everything that determines a stage-1 result: the data set's fingerprint, the
-augmentation, the model config, the stage-1 config, the seed and distillation. A trial or ablation
-cell whose key is stored skips stage-1 training (its logged history is replayed to the observers),
-which makes grids over stage-2 settings cheap.
+augmentation, the model config, the stage-1 config, the seed, distillation, and the source of the
+training code (``bnn/`` and ``study/runner.py``), so a code change never reuses a stale result.
+A trial or ablation cell whose key is stored skips stage-1 training (its logged history is
+replayed to the observers), which makes grids over stage-2 settings cheap.
 
 Concurrency: a key is claimed with an exclusive ``flock`` while it trains, so concurrent workers on
 one host wait for the first instead of training it twice; files are written atomically, so no
@@ -14,6 +15,7 @@ with working ``flock``, or accept that each host may train a key once.)
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +31,25 @@ from study.config import Params
 from study.runner import run_stage1
 
 STAGE1_SECTIONS = ("seed", "model", "stage1", "distill")
+TRAINING_CODE = ("bnn", "study/runner.py")
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of the training code's source: a stored result is reused only by the code that made it."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for entry in TRAINING_CODE:
+        path = root / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def stage1_key(params: Params, data: PreparedData) -> str:
-    parts = [params.training_key(*STAGE1_SECTIONS), data.fingerprint(), params.data.augment.model_dump_json()]
+    parts = [params.training_key(*STAGE1_SECTIONS), data.fingerprint(), params.data.augment.model_dump_json(),
+             code_fingerprint()]  # fmt: skip
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
