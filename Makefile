@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 repro: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
+# The tests marked `postgres` run against a throwaway PostgreSQL server that .ci/with-postgres starts.
 test: install
-	$(BIN)/python -m pytest
+	.ci/with-postgres $(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .

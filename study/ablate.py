@@ -297,6 +297,8 @@ def work(run: AblationRun, worker: int = 0) -> None:
 
 
 def _epoch_logger(mlrun):
+    """Per-epoch series as ``stage1.<metric>`` / ``stage2.<metric>`` (as in the search): unprefixed, their
+    last step would hide the cell's final metrics (logged at step 0) in MLflow, e.g. test saturation."""
     keys = (
         "train_loss",
         "train_acc",
@@ -307,7 +309,9 @@ def _epoch_logger(mlrun):
         "c2i_stage",
         "c2i_init",
     )
-    return lambda epoch: mlrun.log_metrics({k: epoch[k] for k in keys if k in epoch}, step=epoch["step"])
+    return lambda epoch: mlrun.log_metrics(
+        {k: epoch[k] for k in keys if k in epoch}, step=epoch["step"], prefix=f"stage{epoch['stage']}."
+    )
 
 
 def _work_quietly(run: AblationRun, worker: int) -> None:

@@ -1,6 +1,6 @@
 """Turn expected failures into one line on stderr and an exit status, never a traceback wall.
 
-Exit status 2: the input is wrong (params, data paths) and nothing ran. Exit status 1: the work
+Exit status 2: the input is wrong (params, data paths, database URLs) and nothing ran. Exit status 1: the work
 started and failed (a NaN loss, a missing upstream result); 130: interrupted.
 """
 
@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 from bnn import DataError, NonFiniteLossError
 from study.config import ParamsError
+from study.storage import StorageError
+from study.tracking import TrackingError
 
-USAGE_ERRORS = (ParamsError, DataError)
+USAGE_ERRORS = (ParamsError, DataError, StorageError, TrackingError)
 RUN_ERRORS = (NonFiniteLossError, FileNotFoundError)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import socket
 import sys
 import threading
 import time
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import optuna
 import torch
+from mlflow.entities import RunTag
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
@@ -38,7 +41,7 @@ from study.runner import load_teacher, prepare, run_stage2
 from study.search_report import summarize
 from study.space import suggest
 from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, default_storage, open_storage, redact
-from study.tracking import Tracker
+from study.tracking import Tracker, tracking_uri
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PENDING = (TrialState.RUNNING, TrialState.WAITING)
@@ -77,10 +80,31 @@ def make_pruner(name: str, run: SearchRun) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
 
 
+class MarkRunKilled:
+    """For a trial whose worker died: mark its MLflow run KILLED, so no run stays RUNNING forever."""
+
+    def __init__(self, tracking: str | None):
+        self.tracking = tracking
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            client = MlflowClient(tracking_uri(self.tracking))
+            reason = f"worker {trial.user_attrs.get('worker', '?')} stopped beating; trial re-queued"
+            client.log_batch(run_id, tags=[RunTag("trial_state", "FAIL"), RunTag("failure", reason)])
+            client.set_terminated(run_id, "KILLED")
+
+
+def storage_of(run: SearchRun):
+    return open_storage(
+        run.storage, run.heartbeat, run.grace, on_stale=MarkRunKilled(run.params.tracking.uri)
+    )
+
+
 def load_study(run: SearchRun, worker: int = 0) -> optuna.Study:
     return optuna.load_study(
         study_name=run.study_name,
-        storage=open_storage(run.storage, run.heartbeat, run.grace),
+        storage=storage_of(run),
         sampler=optuna.samplers.TPESampler(seed=run.seed + worker),
         pruner=make_pruner(run.pruner, run),
     )
@@ -90,7 +114,7 @@ def create_study(run: SearchRun) -> optuna.Study:
     """Create the study once, before any worker starts (concurrent creation races on PostgreSQL)."""
     optuna.create_study(
         study_name=run.study_name,
-        storage=open_storage(run.storage, run.heartbeat, run.grace),
+        storage=storage_of(run),
         directions=[DIRECTIONS[o] for o in run.objectives],
         load_if_exists=True,
     )
@@ -138,6 +162,8 @@ class Objective:
         with self.tracker.child(
             self.run.parent_run_id, f"trial-{trial.number}", params=overrides, tags=tags
         ) as mlrun:
+            trial.set_user_attr("mlflow_run_id", mlrun.run_id)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             try:
                 stage1 = self.cache.run(
                     params, self.data, observers=(self._observer(trial, mlrun, "stage1", 0),)
@@ -178,7 +204,6 @@ class Objective:
                 mlrun.set_tags({"trial_state": "COMPLETE"})
                 for key, value in metrics.items():
                     trial.set_user_attr(key, value)
-                trial.set_user_attr("mlflow_run_id", mlrun.run_id)
                 atomic_torch_save(stage2.model.state_dict(), checkpoint_path(self.run, trial.number))
         if pruned is not None:
             raise pruned
@@ -226,8 +251,8 @@ def work(run: SearchRun, worker: int = 0) -> None:
         finished = sum(tally[s] for s in FINISHED)
         if finished >= run.trials:
             return
-        if finished + sum(tally[s] for s in PENDING) >= run.trials:
-            time.sleep(min(2.0, run.heartbeat))
+        if not tally[TrialState.WAITING] and finished + tally[TrialState.RUNNING] >= run.trials:
+            time.sleep(min(2.0, run.heartbeat))  # the rest is running elsewhere; re-queued if a worker dies
             continue
         study.optimize(
             objective,
@@ -341,6 +366,18 @@ def parse_args(argv: list[str] | None, params: Params) -> argparse.Namespace:
     )
     parser.add_argument("--params", type=Path, default=PROJECT_ROOT / "params.yaml", help="params file")
     parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=HEARTBEAT_SECONDS,
+        help="seconds between a running trial's heartbeats (default %(default)s)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=int,
+        default=GRACE_SECONDS,
+        help="seconds without heartbeat after which a trial is failed and re-queued (default %(default)s)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="results folder (default reports/search/<study-name>)"
     )
     parser.add_argument(
@@ -350,8 +387,8 @@ def parse_args(argv: list[str] | None, params: Params) -> argparse.Namespace:
         help="the stage-1 store (default %(default)s)",
     )
     args = parser.parse_args(argv)
-    if args.trials < 1 or args.workers < 1:
-        parser.error("--trials and --workers must be at least 1")
+    if min(args.trials, args.workers, args.heartbeat) < 1 or args.grace <= args.heartbeat:
+        parser.error("--trials, --workers and --heartbeat must be at least 1, and --grace above --heartbeat")
     return args
 
 
@@ -373,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
         out_dir=out_dir,
         cache_dir=args.cache_dir,
         threads=max(1, (os.cpu_count() or 1) // args.workers),
+        heartbeat=args.heartbeat,
+        grace=args.grace,
     )
     study = create_study(run)
     tracker = Tracker.from_params(params)

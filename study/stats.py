@@ -109,7 +109,8 @@ def spearman(x: Values, y: Values, confidence: float = 0.95) -> Estimate:
     """
     x, y = _paired(x, y)
     n = len(x)
-    rho = float(stats.spearmanr(x, y).statistic) if n >= 2 else NAN
+    constant = n < 2 or np.ptp(x) == 0 or np.ptp(y) == 0  # no ranking to correlate
+    rho = NAN if constant else float(stats.spearmanr(x, y).statistic)
     if n < 4 or math.isnan(rho):
         return Estimate(rho, NAN, NAN, n)
     if abs(rho) > 1 - 1e-12:  # scipy may return 0.9999999999999999 for a perfect ranking
@@ -124,11 +125,12 @@ def spearman(x: Values, y: Values, confidence: float = 0.95) -> Estimate:
 def slope(x: Values, y: Values, confidence: float = 0.95) -> Estimate:
     """Least-squares slope of y on x with a t-interval (n - 2 degrees of freedom); n < 3: nan interval.
 
-    For an exponential trend y = exp(a + b x), fit log(y) on x: the slope estimates b.
+    For an exponential trend y = exp(a + b x), fit log(y) on x: the slope estimates b. With a single
+    distinct x there is no slope: all nan.
     """
     x, y = _paired(x, y)
     n = len(x)
-    if n < 2:
+    if n < 2 or np.ptp(x) == 0:
         return Estimate(NAN, NAN, NAN, n)
     fit = stats.linregress(x, y)
     if n < 3:

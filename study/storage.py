@@ -1,16 +1,20 @@
 """Optuna storage: an embedded SQLite file by default, any database URL (PostgreSQL) to scale out.
 
 Heartbeats mark a trial whose worker died as failed after ``grace`` seconds, and the retry callback
-re-queues its parameters as a waiting trial that the next free worker runs.
+re-queues its parameters as a waiting trial that the next free worker runs. Credentials come from
+the URL or the environment (``PGPASSWORD``, ``~/.pgpass``) and are only ever shown redacted.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from study.config import PROJECT_ROOT
 
@@ -30,14 +34,51 @@ def redact(url: str) -> str:
         return url.split(":", 1)[0] + "://***"
 
 
-def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS) -> RDBStorage:
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+class StorageError(ValueError):
+    """The storage URL cannot be used (unreachable, bad credentials, unknown driver); no password shown."""
+
+
+def open_storage(
+    url: str,
+    heartbeat: int = HEARTBEAT_SECONDS,
+    grace: int = GRACE_SECONDS,
+    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> RDBStorage:
+    """``on_stale`` runs for each trial whose worker stopped beating, before it is re-queued."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
+
+    def stale(study: optuna.Study, trial: FrozenTrial) -> None:
+        if on_stale is not None:
+            on_stale(study, trial)
+        retry(study, trial)
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=stale,
+            )
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StorageError(f"cannot open the storage {redact(url)}: {first_line(exc, url)}") from None
+
+
+def first_line(exc: BaseException, url: str = "") -> str:
+    """The first line of an error, without SQLAlchemy's links and without the URL's password."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.split(" (Background on this error")[0]
+    password = _password(url)
+    return text.replace(password, "***") if password else text
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except Exception:
+        return None

@@ -22,10 +22,19 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from study.config import PROJECT_ROOT, Params
+from study.storage import first_line, redact
 
 PARENT_TAG = "mlflow.parentRunId"
+
+
+class TrackingError(ValueError):
+    """The MLflow store cannot be used (unreachable database, bad credentials); no password shown."""
+
+
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 RUN_KEY_TAG = "bnn.run_key"
 
@@ -64,13 +73,32 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _probe_database(uri: str) -> None:
+    """Connect once to a database store before MLflow does: MLflow retries a dead server for minutes."""
+    if "://" not in uri or uri.split(":", 1)[0] in ("http", "https", "file", "databricks"):
+        return
+    args = {"connect_timeout": 10} if uri.startswith("postgresql") else {}
+    engine = create_engine(uri, connect_args=args)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
 class Tracker:
     """A thin layer over :class:`MlflowClient` for bnn-study's run tree."""
 
     def __init__(self, uri: str | None = None, experiment: str = "bnn-study"):
         self.uri = tracking_uri(uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = self._experiment_id(experiment)
+        try:
+            _probe_database(self.uri)
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment_id(experiment)
+        except (MlflowException, SQLAlchemyError, ImportError) as exc:
+            raise TrackingError(
+                f"cannot open the MLflow store {redact(self.uri)}: {first_line(exc, self.uri)}"
+            ) from None
 
     @classmethod
     def from_params(cls, params: Params) -> Tracker:

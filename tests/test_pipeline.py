@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 STAGES = ["prepare", "stage1", "stage2", "evaluate"]
+STUDY_STAGES = ["ablate@wd", "ablate@optimizer", "ablate@stages", "report"]
 RUNNING = re.compile(r"^Running stage '([^']+)':", re.MULTILINE)
 EVALUATE_KEYS = {"test_acc", "val_acc", "ff_ratio", "c2i_ratio", "changed_from_init", "saturation"}
 TIMEOUT = 600  # seconds per command: generous, only there so a hang fails instead of blocking CI
@@ -49,6 +50,8 @@ def tiny_params() -> dict:
     params["distill"]["enabled"] = False
     params["tracking"]["uri"] = None  # the default store: <project root>/mlflow.db
     params["device"] = "cpu"
+    params["ablation"].update(seeds=3, epochs=1, workers=1)  # the reproduction study, shrunk likewise
+    params["ablation"]["weight_decay"].update(stage1=[0.0, 5.0e-6], stage2=[0.0])
     return params
 
 
@@ -153,13 +156,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     proj.commit("dvc init")
 
     proj.first_commit = proj.git("rev-parse", "HEAD")
-    proj.first_repro = proj.dvc("repro")
+    proj.first_repro = proj.dvc("repro")  # everything: the pipeline, the ablations and the report
     proj.first_metrics = proj.metrics()
     return proj
 
 
 def test_repro_runs_every_stage(project: Project) -> None:
-    assert stages_run(project.first_repro.stdout) == STAGES
+    assert stages_run(project.first_repro.stdout) == STAGES + STUDY_STAGES
     for out in ("data/prepared/data.pt", "runs/stage1/model.pt", "runs/stage2/model.pt"):
         assert (project.root / out).stat().st_size > 0, out
     for stage in ("stage1", "stage2"):
@@ -167,6 +170,11 @@ def test_repro_runs_every_stage(project: Project) -> None:
         assert len(history) == 1 + 2, f"{stage}: a header and one row per epoch"
     summary = json.loads((project.root / "data/prepared/summary.json").read_text())
     assert summary["name"] == "digits"
+    report = (project.root / "reports/reproduction.md").read_text()
+    for claim in ("1a", "1b", "2a", "2b", "3", "4a", "4b", "5", "6"):
+        assert re.search(rf"^\| {claim} \|.*\*\*(supported|contradicted|inconclusive)\*\*", report, re.M), (
+            claim
+        )
 
 
 def test_evaluate_metrics(project: Project) -> None:
@@ -234,7 +242,7 @@ def test_mlflow_run_tree(project: Project) -> None:
 def test_second_repro_runs_nothing(project: Project) -> None:
     proc = project.dvc("repro")
     assert stages_run(proc.stdout) == []
-    for stage in STAGES:
+    for stage in STAGES + STUDY_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
     assert "Data and pipelines are up to date" in proc.stdout
 
@@ -243,14 +251,14 @@ def test_stage2_param_change_reruns_only_stage2_and_evaluate(project: Project) -
     params = project.read_params()
     params["stage2"]["lr"] = params["stage2"]["lr"] / 2
     project.write_params(params)
-    proc = project.dvc("repro")
+    proc = project.dvc("repro", "evaluate")  # the pipeline only; the ablations read stage2 params too
     assert stages_run(proc.stdout) == ["stage2", "evaluate"]
     assert project.metrics()["test_acc"] > 0.5
 
 
 def test_experiment_run(project: Project) -> None:
     project.commit("tiny pipeline results")  # `dvc exp run` needs a commit to base the experiment on
-    proc = project.dvc("exp", "run", "-S", "stage1.weight_decay=1.0e-5")
+    proc = project.dvc("exp", "run", "-S", "stage1.weight_decay=1.0e-5", "evaluate")
     assert stages_run(proc.stdout) == ["stage1", "stage2", "evaluate"]
     assert project.read_params()["stage1"]["weight_decay"] == pytest.approx(1.0e-5)
     assert project.metrics()["test_acc"] > 0.5
@@ -264,7 +272,7 @@ def test_invalid_params_fail_in_one_line_and_keep_results(project: Project) -> N
     params["stage2"]["lrr"] = params["stage2"]["lr"]
     project.write_invalid_params(params)
     try:
-        proc = project.dvc("repro", check=False)
+        proc = project.dvc("repro", "evaluate", check=False)
     finally:
         project.params_path.write_text(original)
 
@@ -277,4 +285,4 @@ def test_invalid_params_fail_in_one_line_and_keep_results(project: Project) -> N
     for path, content in before.items():
         assert (project.root / path).read_bytes() == content, f"{path} changed by a failed run"
     # The failed run recorded nothing: with the params restored, the pipeline is up to date again.
-    assert stages_run(project.dvc("repro").stdout) == []
+    assert stages_run(project.dvc("repro", "evaluate").stdout) == []

@@ -33,14 +33,14 @@ TINY_SPACE = {
 }
 
 
-def write_params(folder: Path, space: dict) -> Path:
+def write_params(folder: Path, space: dict, tracking: str | None = None, epochs: int = 2) -> Path:
     raw = read_yaml(DEFAULT_PARAMS)
     raw["data"].update(name="digits", val_fraction=0.15, test_fraction=0.15)
     raw["data"]["augment"] = {"crop_padding": 0, "hflip": False}
     raw["model"].update(name="mlp", width=32)
     for stage in ("stage1", "stage2"):
-        raw[stage].update(epochs=2, batch_size=64)
-    raw["tracking"] = {"uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "search-test"}
+        raw[stage].update(epochs=epochs, batch_size=64)
+    raw["tracking"] = {"uri": tracking or f"sqlite:///{folder / 'mlflow.db'}", "experiment": "search-test"}
     raw["search"].update(space=space, fixed={})
     path = folder / "params.yaml"
     with open(path, "w") as stream:
@@ -48,21 +48,21 @@ def write_params(folder: Path, space: dict) -> Path:
     return path
 
 
-def search_args(folder: Path, trials: int, *extra: str) -> list[str]:
+def search_args(folder: Path, trials: int, *extra: str, storage: str | None = None) -> list[str]:
     return [
         "--params", str(folder / "params.yaml"), "--trials", str(trials), "--study-name", "tiny",
-        "--storage", f"sqlite:///{folder / 'optuna.db'}", "--out", str(folder / "out"),
+        "--storage", storage or f"sqlite:///{folder / 'optuna.db'}", "--out", str(folder / "out"),
         "--cache-dir", str(folder / "cache"), *extra,
     ]  # fmt: skip
 
 
-def finished_numbers(folder: Path) -> list[int]:
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
+def finished_numbers(folder: Path, storage: str | None = None) -> list[int]:
+    study = optuna.load_study(study_name="tiny", storage=storage or f"sqlite:///{folder / 'optuna.db'}")
     return sorted(t.number for t in study.get_trials(states=FINISHED))
 
 
-def mlflow_runs(folder: Path):
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+def mlflow_runs(folder: Path, tracking: str | None = None):
+    client = MlflowClient(tracking or f"sqlite:///{folder / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("search-test")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("bnn.kind") == "search"]
