@@ -137,6 +137,37 @@ def _cifar_folder(path: PathLike | None) -> Path:
     return folder
 
 
+# The official release's MD5s (as published with CIFAR-10 and used by torchvision): a truncated or
+# altered batch file is refused before it is read.
+CIFAR10_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+
+
+def verify_cifar10(path: PathLike | None) -> dict[str, str]:
+    """Check every CIFAR-10 file against the official MD5; returns the checksums it verified."""
+    folder = _cifar_folder(path)
+    verified = {}
+    for name, expected in CIFAR10_MD5.items():
+        digest = hashlib.md5((folder / name).read_bytes(), usedforsecurity=False).hexdigest()
+        if digest != expected:
+            raise DataError(
+                f"{folder / name} does not match the official CIFAR-10 release (MD5 {digest}, expected "
+                f"{expected}): the file is truncated or altered (verify_checksums=False reads it anyway)."
+            )
+        verified[name] = digest
+    return verified
+
+
+SOURCE_CHECKS: dict[str, Callable[[PathLike | None], dict[str, str]]] = {"cifar10": verify_cifar10}
+
+
 def _unpickle(file: Path) -> dict:
     """Load one CIFAR pickle; any failure (truncation, garbage) becomes a DataError naming the file.
 
@@ -396,13 +427,17 @@ def prepare_data(
     test_fraction: float,
     seed: int,
     image_size: int | None = None,
+    verify_checksums: bool = True,
 ) -> PreparedData:
     """Load source ``name``, split it with ``seed`` and compute the train-split statistics.
 
-    ``image_size`` resizes fixed-size sources and is required for ``imagefolder``.
+    ``image_size`` resizes fixed-size sources and is required for ``imagefolder``. Sources with
+    published checksums (CIFAR-10) are verified first unless ``verify_checksums`` is off.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}.")
+    if verify_checksums and name in SOURCE_CHECKS:
+        SOURCE_CHECKS[name](path)
     pool, official_test, classes = DATASETS[name](path, image_size)
     train, val, test = split(pool, val_fraction, test_fraction, seed, official_test)
     mean, std = channel_stats(train)

@@ -73,6 +73,7 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 0
+    verify_checksums: bool = True
     augment: AugmentConfig = AugmentConfig()
 
     @field_validator("name")

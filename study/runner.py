@@ -44,6 +44,7 @@ def prepare(params: Params) -> PreparedData:
         test_fraction=cfg.test_fraction,
         seed=cfg.split_seed,
         image_size=cfg.image_size,
+        verify_checksums=cfg.verify_checksums,
     )
 
 

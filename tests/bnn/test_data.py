@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 
 from bnn.data import (
+    CIFAR10_FILES,
+    CIFAR10_MD5,
     DATASETS,
     DataError,
     ImageData,
@@ -93,7 +95,9 @@ def test_cifar10_loads_from_folder_or_parent(cifar_root, use_parent):
 
 
 def test_prepare_cifar10_uses_official_test(cifar_root):
-    data = prepare_data("cifar10", cifar_root, val_fraction=0.2, test_fraction=0.3, seed=1)
+    data = prepare_data(
+        "cifar10", cifar_root, val_fraction=0.2, test_fraction=0.3, seed=1, verify_checksums=False
+    )
     _, official_test, _ = DATASETS["cifar10"](cifar_root, None)
     assert torch.equal(data.test.images, official_test.images)
     assert (len(data.train), len(data.val), len(data.test)) == (80, 20, 20)
@@ -247,3 +251,10 @@ def test_load_errors(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
     with pytest.raises(DataError, match="garbage.pt"):
         PreparedData.load(tmp_path / "garbage.pt")
+
+
+def test_cifar10_checksums_refuse_altered_or_truncated_files(cifar_root):
+    """The synthetic batches are not the official release: verification names the first file that differs."""
+    with pytest.raises(DataError, match=r"data_batch_1 does not match the official CIFAR-10 release"):
+        prepare_data("cifar10", cifar_root, val_fraction=0.2, test_fraction=0.3, seed=1)
+    assert set(CIFAR10_MD5) == set(CIFAR10_FILES)

@@ -165,8 +165,10 @@ def test_interrupted_search_completes_on_rerun(tmp_path):
     write_params(tmp_path, TINY_SPACE)
     env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "CI": "true"}
     command = [sys.executable, "-m", "study.search", *search_args(tmp_path, 8, "--pruner", "none")]
+    # A shell without job control starts background jobs with SIGINT ignored, and children inherit
+    # that (CI may run us so): give the search the default disposition, as in a terminal.
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)  # fmt: skip
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None and _complete_trials(tmp_path) < 1:
         time.sleep(0.2)
