@@ -167,8 +167,11 @@ def test_interrupted_search_completes_on_rerun(tmp_path):
     command = [sys.executable, "-m", "study.search", *search_args(tmp_path, 8, "--pruner", "none")]
     # A shell without job control starts background jobs with SIGINT ignored, and children inherit
     # that (CI may run us so): give the search the default disposition, as in a terminal.
+    def default_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+                               text=True, preexec_fn=default_sigint)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None and _complete_trials(tmp_path) < 1:
         time.sleep(0.2)
