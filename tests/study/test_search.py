@@ -165,6 +165,7 @@ def test_interrupted_search_completes_on_rerun(tmp_path):
     write_params(tmp_path, TINY_SPACE)
     env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "CI": "true"}
     command = [sys.executable, "-m", "study.search", *search_args(tmp_path, 8, "--pruner", "none")]
+
     # A shell without job control starts background jobs with SIGINT ignored, and children inherit
     # that (CI may run us so): give the search the default disposition, as in a terminal.
     def default_sigint() -> None:
