@@ -25,8 +25,6 @@ import fcntl
 import hashlib
 import json
 import os
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +51,7 @@ from study.cli import run_main
 from study.config import PROJECT_ROOT, Params, load_params
 from study.runner import augmentation, load_teacher, new_model, prepare, run_stage2
 from study.tracking import Tracker
+from study.workers import run_workers
 
 ABLATIONS = ("wd", "optimizer", "stages")
 RESULTS = PROJECT_ROOT / "reports" / "ablations"
@@ -314,13 +313,6 @@ def _epoch_logger(mlrun):
     )
 
 
-def _work_quietly(run: AblationRun, worker: int) -> None:
-    try:
-        work(run, worker)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
 def watch(store: CellStore, keys: list[str], label: str, stop) -> None:
     bar = tqdm(total=len(keys), desc=label, unit="cell", disable=None)
     while not stop.wait(1.0):
@@ -364,22 +356,7 @@ def run_ablation(
         threads=max(1, (os.cpu_count() or 1) // workers),
     )
     store = CellStore(run.store_dir)
-    context = torch.multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_work_quietly, args=(run, i)) for i in range(1, workers)]
-    for process in processes:
-        process.start()
-    stop = threading.Event()
-    progress = threading.Thread(target=watch, args=(store, keys, f"ablation {name}", stop), daemon=True)
-    progress.start()
-    try:
-        work(run, 0)
-        for process in processes:
-            process.join()
-    finally:
-        stop.set()
-        progress.join()
-        for process in processes:
-            process.join(timeout=30)
+    run_workers(work, run, workers, lambda stop: watch(store, keys, f"ablation {name}", stop))
     _log_reused_children(tracker, run, store)
 
     results = [

@@ -42,6 +42,7 @@ from study.search_report import summarize
 from study.space import suggest
 from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, default_storage, open_storage, redact
 from study.tracking import Tracker, tracking_uri
+from study.workers import run_workers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PENDING = (TrialState.RUNNING, TrialState.WAITING)
@@ -271,14 +272,6 @@ def report_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None
         print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
 
 
-def _work_quietly(run: SearchRun, worker: int) -> None:
-    """Entry point of a spawned worker: Ctrl-C reaches every process; leave the message to the parent."""
-    try:
-        work(run, worker)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
 def watch(study: optuna.Study, total: int, stop: threading.Event) -> None:
     """A progress bar over finished trials with the best value so far (terminals only)."""
     bar = tqdm(total=total, desc="trials", unit="trial", disable=None)
@@ -289,30 +282,6 @@ def watch(study: optuna.Study, total: int, stop: threading.Event) -> None:
             bar.set_postfix(best=f"{study.best_value:.4f}", pruned=tally[TrialState.PRUNED], refresh=False)
         bar.refresh()
     bar.close()
-
-
-def run_workers(run: SearchRun, workers: int) -> None:
-    """Worker 0 runs in this process, the others in spawned processes sharing the storage."""
-    context = torch.multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_work_quietly, args=(run, i), daemon=False) for i in range(1, workers)
-    ]
-    for process in processes:
-        process.start()
-    stop = threading.Event()
-    progress = threading.Thread(target=watch, args=(load_study(run), run.trials, stop), daemon=True)
-    progress.start()
-    try:
-        work(run, 0)
-        for process in processes:
-            process.join()
-    finally:
-        stop.set()
-        progress.join()
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
 
 
 def parse_args(argv: list[str] | None, params: Params) -> argparse.Namespace:
@@ -430,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"study {args.study_name!r} on {redact(storage)}: {args.trials} trials, {args.workers} worker(s)")
     try:
-        run_workers(run, args.workers)
+        run_workers(work, run, args.workers, lambda stop: watch(load_study(run), run.trials, stop))
     except KeyboardInterrupt:
         tally = counts(study)
         print(
