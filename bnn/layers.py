@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from bnn.binarize import ACTIVATION_BINARIZERS, WEIGHT_BINARIZERS, ScaledSignSTE, recu_quantize
 
 MODES = ("real", "binary_act", "binary")
-STAGE_MODES = {1: "binary_act", 2: "binary"}
 
 
 class _BinaryWeightMixin:

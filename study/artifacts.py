@@ -20,7 +20,3 @@ def write_json(path: str | Path, data: dict) -> Path:
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
     return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
-
-
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

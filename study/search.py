@@ -40,7 +40,14 @@ from study.config import PROJECT_ROOT, Params, load_params
 from study.runner import load_teacher, prepare, run_stage2
 from study.search_report import summarize
 from study.space import suggest
-from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, default_storage, open_storage, redact
+from study.storage import (
+    GRACE_SECONDS,
+    HEARTBEAT_SECONDS,
+    StorageError,
+    default_storage,
+    open_storage,
+    redact,
+)
 from study.tracking import Tracker, tracking_uri
 from study.workers import run_workers
 
@@ -121,7 +128,7 @@ def create_study(run: SearchRun) -> optuna.Study:
     )
     study = load_study(run)
     if [d.name.lower() for d in study.directions] != [DIRECTIONS[o] for o in run.objectives]:
-        raise optuna.exceptions.OptunaError(
+        raise StorageError(
             f"study {run.study_name!r} exists with other objectives; pick another --study-name"
         )
     return study
