@@ -8,6 +8,13 @@ from bnn.batches import Augment, iterate_batches
 from bnn.checkpoint import load_checkpoint, save_checkpoint
 from bnn.data import DATASETS, DataError, ImageData, PreparedData, prepare_data
 from bnn.diagnostics import SignTracker, latent_histogram, saturation_probe, sign_agreement, weight_signs
+from bnn.latent import (
+    latent_mass,
+    latent_measures,
+    median_abs_weight,
+    rel_histogram,
+    relative_shape,
+)
 from bnn.layers import (
     BinaryConv2d,
     BinaryLinear,
@@ -54,4 +61,9 @@ __all__ = [
     "set_mode",
     "train_stage",
     "weight_signs",
+    "latent_mass",
+    "latent_measures",
+    "median_abs_weight",
+    "rel_histogram",
+    "relative_shape",
 ]

@@ -6,8 +6,8 @@ only in the gradient that stands in for sign's zero derivative:
 
 - ``ste``: clip STE, gradient 1 where ``|x| <= 1`` and 0 elsewhere (weights in ReActNet/AdamBNN).
 - ``approx_sign``: ReActNet's piecewise polynomial, derivative ``2 - 2|x|`` on ``[-1, 1]``.
-- ``recu`` (weights only): ReCU's standardise-and-clamp in front of the clip STE, see
-  :func:`recu_quantize`.
+- ``recu`` (weights only): ReCU's standardise-and-clamp, then sign with an identity gradient
+  (ReCU's ``BinarizeConv2d``), see :func:`recu_quantize` and :class:`SignIdentitySTE`.
 
 Autograd functions are measurably faster than the ``x + (sign(x) - x).detach()`` idiom
 (one fused backward instead of a subtraction graph).
@@ -56,18 +56,34 @@ class SignSTE(torch.autograd.Function):
 
 
 class ScaledSignSTE(torch.autograd.Function):
-    """``alpha * sign(w)`` forward with ``alpha`` treated as a constant; ``alpha`` times the clip STE
-    backward. One autograd node instead of a sign node and a multiplication node."""
+    """``alpha * sign(w)`` forward; the clip STE backward, **not** scaled by ``alpha``.
+
+    This is ReActNet/AdamBNN's ``HardBinaryConv``, whose detach trick
+    ``(alpha * sign(w)).detach() - clamp(w, -1, 1).detach() + clamp(w, -1, 1)`` gives
+    ``dL/dw = dL/dW_b * 1{|w| <= 1}``. One autograd node instead of a subtraction graph.
+    """
 
     @staticmethod
     def forward(ctx, w: Tensor, alpha: Tensor) -> Tensor:
-        ctx.save_for_backward(w, alpha)
+        ctx.save_for_backward(w)
         return hard_sign(w).mul_(alpha)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        w, alpha = ctx.saved_tensors
-        return clip_ste_grad(grad, w).mul_(alpha), None
+        (w,) = ctx.saved_tensors
+        return clip_ste_grad(grad, w), None
+
+
+class SignIdentitySTE(torch.autograd.Function):
+    """sign forward; identity backward (ReCU's ``BinaryQuantize`` for weights, after its clamp)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return hard_sign(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
 
 
 class ApproxSign(torch.autograd.Function):
@@ -100,16 +116,16 @@ def recu_tau(progress: float, tau_min: float = 0.85, tau_max: float = 0.99) -> f
 
 
 def recu_quantize(w: Tensor, tau: float) -> Tensor:
-    """ReCU: standardise each output channel, then clamp it to its Laplace ``tau`` quantile.
+    """ReCU's ``BinarizeConv2d`` weight path, before the sign: standardise, then clamp.
 
-    Weights outside the quantile range ("dead" weights far from zero) are pulled in, so the clip
-    STE that follows gives them gradient again. Returns the clamped, standardised weights; the
-    caller binarizes them.
+    Each output channel is centred and divided by ``std / (2 * sqrt(2))``; the result is clamped to
+    ``[-Q, Q]`` with ``Q = -E|w| * ln(2 - 2 * tau)``, where ``E|w|`` is **one** mean over the whole
+    layer, detached (ReCU computes it with ``.item()``). ``torch.clamp`` passes gradient inside the
+    range and none outside, as in ReCU; the sign that follows passes it straight through
+    (:class:`SignIdentitySTE`). Returns the clamped, standardised weights.
     """
     dims = tuple(range(1, w.dim()))
     centred = w - w.mean(dims, keepdim=True)
-    # ReCU scales so the standardised weights follow a Laplace(0, b) with the b of its paper.
     scaled = centred / (torch.sqrt(centred.var(dims, keepdim=True) + 1e-5) / (2 * math.sqrt(2)))
-    b = scaled.abs().mean(dims, keepdim=True).detach()
-    q = -b * math.log(2 - 2 * tau)
-    return torch.maximum(torch.minimum(scaled, q), -q)
+    q = float(-scaled.detach().abs().mean() * math.log(2 - 2 * tau))
+    return torch.clamp(scaled, -q, q)

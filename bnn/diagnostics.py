@@ -1,8 +1,10 @@
-"""The AdamBNN diagnostics, computed inside training: FF ratio, C2I ratio, saturation, histograms.
+"""The AdamBNN diagnostics, computed inside training: FF ratio, C2I ratio, saturation, dead weights,
+histograms.
 
-Signs are kept as bool tensors (``w >= 0``, i.e. +1 at zero as :func:`bnn.binarize.hard_sign`), one
-per binary layer; counting stays on the device and is read once per epoch, so the per-step cost
-is one comparison per layer and no host synchronisation.
+Signs are kept as bool tensors (+1 at zero as :func:`bnn.binarize.hard_sign`), one per binary
+layer: the signs the binary forward pass uses (``w >= 0``; for ReCU the channel-centred ``w``).
+Counting stays on the device and is read once per epoch, so the per-step cost is one comparison
+per layer and no host synchronisation.
 
 Definitions (``N`` latent weights of all binary layers, ``s_t`` their signs after step ``t``):
 
@@ -11,9 +13,12 @@ Definitions (``N`` latent weights of all binary layers, ``s_t`` their signs afte
 - C2I ratio: ``1 - sum |s_T - s_0| / (2N)``, the fraction of signs equal to a reference: the start
   of the current stage (``c2i_stage``) and the very first random initialisation (``c2i_init``);
   ``changed_from_init = 1 - c2i_init``.
-
-Note: with the ``recu`` weight binarizer the sign that reaches the forward pass is that of the
-channel-centred weight; the diagnostics still track the sign of the latent weight itself.
+- Dead weights (ReCU's notion): ``dead_beyond_clip``, the fraction of latent weights with
+  ``|w| > 1``, where the clip STE passes no gradient; ``dead_zero_grad``, the fraction whose loss
+  gradient was exactly zero at every step of the epoch (weight decay not counted).
+- Saturation: the fraction of sign inputs with ``|x| > 1`` (zero gradient under the clip STE);
+  ``saturation`` on the validation pass (eval mode), ``saturation_train`` on sampled training
+  batches (train mode: BatchNorm uses batch statistics, so the two differ).
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from bnn.layers import SignActivation, binary_weight_layers
 
 
 def weight_signs(model: nn.Module) -> list[Tensor]:
-    """Sign snapshot (True = +1) of every binary layer's latent weights."""
-    return [layer.weight.detach() >= 0 for layer in binary_weight_layers(model)]
+    """Sign snapshot (True = +1) of every binary layer, as its binary forward pass uses them."""
+    return [layer.forward_signs() for layer in binary_weight_layers(model)]
 
 
 def sign_agreement(signs: list[Tensor], reference: list[Tensor]) -> float:
@@ -60,7 +65,7 @@ class SignTracker:
     """
 
     def __init__(self, model: nn.Module, init_signs: list[Tensor] | None = None):
-        self._weights = [layer.weight for layer in binary_weight_layers(model)]
+        self._layers = list(binary_weight_layers(model))
         self.start = weight_signs(model)
         self.init = self.start if init_signs is None else init_signs
         self._previous = self.start
@@ -69,7 +74,7 @@ class SignTracker:
         self._steps = 0
 
     def step(self) -> None:
-        current = [w.detach() >= 0 for w in self._weights]
+        current = [layer.forward_signs() for layer in self._layers]
         for now, before in zip(current, self._previous, strict=True):
             self._flips += torch.ne(now, before).sum()
         self._previous = current
@@ -91,30 +96,78 @@ class SignTracker:
         }
 
 
+class DeadWeightTracker:
+    """Per epoch: the fraction of latent weights beyond the clip, and of those with no loss gradient.
+
+    Call :meth:`step` after ``loss.backward()`` (before the optimizer adds weight decay) and
+    :meth:`epoch_summary` at each epoch end.
+
+    >>> import torch
+    >>> from bnn.layers import BinaryLinear, set_mode
+    >>> layer = set_mode(BinaryLinear(2, 1), "binary")
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.copy_(torch.tensor([[0.5, 2.0]]))
+    >>> tracker = DeadWeightTracker(layer)
+    >>> layer(torch.ones(1, 2)).sum().backward()
+    >>> tracker.step()
+    >>> tracker.epoch_summary()
+    {'dead_beyond_clip': 0.5, 'dead_zero_grad': 0.5}
+    """
+
+    def __init__(self, model: nn.Module):
+        self._weights = [layer.weight for layer in binary_weight_layers(model)]
+        self._numel = sum(w.numel() for w in self._weights)
+        self._moved = [torch.zeros_like(w, dtype=torch.bool) for w in self._weights]
+
+    def step(self) -> None:
+        for moved, w in zip(self._moved, self._weights, strict=True):
+            if w.grad is not None:
+                moved.logical_or_(w.grad != 0)
+
+    def epoch_summary(self) -> dict[str, float]:
+        """Both fractions for the epoch just ended; resets the gradient record."""
+        if not self._numel:
+            return {}
+        beyond = sum((w.detach().abs() > 1).sum() for w in self._weights)
+        moved = sum(m.sum() for m in self._moved)
+        for m in self._moved:
+            m.zero_()
+        return {
+            "dead_beyond_clip": float(beyond) / self._numel,
+            "dead_zero_grad": 1.0 - float(moved) / self._numel,
+        }
+
+
 @contextmanager
 def saturation_probe(model: nn.Module) -> Iterator[dict[str, Tensor]]:
     """Count sign inputs with ``|x| > 1`` (zero gradient under the clip STE) while active.
 
-    Yields a dict with ``saturated`` and ``total`` tensors; hooks are removed on exit.
-    Used on the validation pass, so training steps pay nothing for it.
+    Yields a dict with ``saturated`` and ``total`` tensors (on the inputs' device, read them once
+    at the end); the probes are removed on exit. Counts the exact tensor each sign sees.
     """
-    counts = {"saturated": torch.zeros((), dtype=torch.int64), "total": torch.zeros((), dtype=torch.int64)}
+    counts: dict[str, Tensor] = {}
 
-    def hook(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-        (x,) = inputs
-        counts["saturated"] += (x.detach().abs() > 1).sum().cpu()
-        counts["total"] += x.numel()
+    def probe(x: Tensor) -> None:
+        saturated = (x.detach().abs() > 1).sum()
+        if counts:
+            counts["saturated"] += saturated
+            counts["total"] += x.numel()
+        else:
+            counts["saturated"] = saturated
+            counts["total"] = torch.tensor(x.numel(), device=x.device)
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, SignActivation)]
+    signs = [m for m in model.modules() if isinstance(m, SignActivation)]
+    for sign in signs:
+        sign.probe = probe
     try:
         yield counts
     finally:
-        for handle in handles:
-            handle.remove()
+        for sign in signs:
+            sign.probe = None
 
 
 def saturation_fraction(counts: dict[str, Tensor]) -> float:
-    total = int(counts["total"])
+    total = int(counts.get("total", 0))
     return int(counts["saturated"]) / total if total else 0.0
 
 

@@ -8,19 +8,27 @@ Modes:
 - ``"real"``: a real-valued network (no sign anywhere); teachers and the real-valued baselines.
 - ``"binary_act"`` (stage 1): binary activations, real weights.
 - ``"binary"`` (stage 2): binary activations and binary weights ``alpha * sign(w)``, with
-  ``alpha`` the detached per-output-channel mean ``|w|`` of the latent weights ``w``.
+  ``alpha`` the detached per-output-channel mean ``|w|`` of the latent weights ``w`` (ReActNet);
+  with the ``recu`` weight binarizer, ``sign(recu_quantize(w))`` and the layer's output multiplied
+  by a learnable per-channel ``scale`` (ReCU's ``alpha``, initialised ``U[0, 1)`` as in ReCU).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bnn.binarize import ACTIVATION_BINARIZERS, WEIGHT_BINARIZERS, ScaledSignSTE, recu_quantize
+from bnn.binarize import (
+    ACTIVATION_BINARIZERS,
+    WEIGHT_BINARIZERS,
+    ScaledSignSTE,
+    SignIdentitySTE,
+    recu_quantize,
+)
 
 MODES = ("real", "binary_act", "binary")
 
@@ -41,15 +49,32 @@ class _BinaryWeightMixin:
         self.weight_binarizer = weight_binarizer
         self.binarize_weights = False
         self.tau = 0.85  # ReCU's clamp quantile; the training loop schedules it.
+        if weight_binarizer == "recu":
+            self.scale = nn.Parameter(torch.rand(self.weight.shape[0]))
 
     def effective_weight(self) -> Tensor:
         w = self.weight
         if not self.binarize_weights:
             return w
-        alpha = w.detach().abs().mean(tuple(range(1, w.dim())), keepdim=True)
         if self.weight_binarizer == "recu":
-            w = recu_quantize(w, self.tau)
+            return SignIdentitySTE.apply(recu_quantize(w, self.tau))
+        alpha = w.detach().abs().mean(tuple(range(1, w.dim())), keepdim=True)
         return ScaledSignSTE.apply(w, alpha)
+
+    def forward_signs(self) -> Tensor:
+        """The signs (True = +1) the binary forward pass uses: of ``w``, or for ReCU of the
+        channel-centred ``w`` (standardising and clamping keep the sign)."""
+        w = self.weight.detach()
+        if self.weight_binarizer == "recu":
+            w = w - w.mean(tuple(range(1, w.dim())), keepdim=True)
+        return w >= 0
+
+    def _scaled(self, out: Tensor, channel_dim: int) -> Tensor:
+        if self.weight_binarizer != "recu" or not self.binarize_weights:
+            return out
+        shape = [1] * out.dim()
+        shape[channel_dim] = -1
+        return out * self.scale.view(shape)
 
 
 class BinaryConv2d(_BinaryWeightMixin, nn.Conv2d):
@@ -61,7 +86,7 @@ class BinaryConv2d(_BinaryWeightMixin, nn.Conv2d):
         self._init_binary(weight_binarizer)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        return self._scaled(self._conv_forward(x, self.effective_weight(), self.bias), 1)
 
 
 class BinaryLinear(_BinaryWeightMixin, nn.Linear):
@@ -73,7 +98,7 @@ class BinaryLinear(_BinaryWeightMixin, nn.Linear):
         self._init_binary(weight_binarizer)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.effective_weight(), self.bias)
+        return self._scaled(F.linear(x, self.effective_weight(), self.bias), -1)
 
 
 BINARY_WEIGHT_LAYERS = (BinaryConv2d, BinaryLinear)
@@ -94,7 +119,11 @@ class LearnableBias(nn.Module):
 class SignActivation(nn.Module):
     """Binarizes its input in the binary modes, passes it through in mode ``"real"``.
 
-    Kept as its own module so diagnostics can hook the exact sign input (saturation).
+    ``std_normalise`` (ReCU's recipe, off by default): in training mode, divide each sample by
+    its standard deviation before the sign, as ReCU's ``BinarizeConv2d`` does with its input. The
+    forward sign is unchanged (a positive scale); the gradient window of the estimator moves.
+    ``probe``, when set (by :func:`bnn.diagnostics.saturation_probe`), is called with the exact
+    tensor the sign sees.
     """
 
     def __init__(self, binarizer: str = "approx_sign"):
@@ -106,9 +135,17 @@ class SignActivation(nn.Module):
         self.binarizer = binarizer
         self._sign = ACTIVATION_BINARIZERS[binarizer]
         self.enabled = True
+        self.std_normalise = False
+        self.probe: Callable[[Tensor], None] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._sign(x) if self.enabled else x
+        if not self.enabled:
+            return x
+        if self.std_normalise and self.training:
+            x = x / torch.sqrt(x.var(tuple(range(1, x.dim())), keepdim=True) + 1e-5)
+        if self.probe is not None:
+            self.probe(x)
+        return self._sign(x)
 
     def extra_repr(self) -> str:
         return f"binarizer={self.binarizer}"
@@ -155,6 +192,14 @@ def set_mode(model: nn.Module, mode: str) -> nn.Module:
             module.binarize_weights = mode == "binary"
         elif isinstance(module, SignActivation):
             module.enabled = mode != "real"
+    return model
+
+
+def set_act_std_normalise(model: nn.Module, enabled: bool) -> nn.Module:
+    """Turn ReCU's per-sample std division of sign inputs (training only) on or off; returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, SignActivation):
+            module.std_normalise = enabled
     return model
 
 

@@ -71,11 +71,27 @@ def create_optimizer(
 def create_schedule(
     optimizer: torch.optim.Optimizer, name: str, epochs: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-epoch schedule: ``linear`` decays to 0 by the last epoch (AdamBNN), ``cosine`` likewise."""
+    """A per-epoch schedule, stepped once after each epoch.
+
+    ``linear`` is AdamBNN's: its ``LambdaLR(1 - e/E)`` is stepped at the *start* of each epoch, so
+    0-based epoch ``e`` runs at ``lr0 * (1 - (e + 1) / E)`` and the last epoch at 0 (one epoch
+    with ``linear`` therefore trains nothing, as in AdamBNN). ``cosine`` runs epoch ``e`` at
+    ``lr0 * (1 + cos(pi * e / E)) / 2``; ``constant`` at ``lr0``.
+
+    >>> w = torch.nn.Parameter(torch.zeros(1))
+    >>> opt = torch.optim.Adam([w], lr=1.0)
+    >>> schedule = create_schedule(opt, "linear", epochs=4)
+    >>> lrs = []
+    >>> for epoch in range(4):
+    ...     lrs.append(opt.param_groups[0]["lr"])
+    ...     schedule.step()
+    >>> lrs
+    [0.75, 0.5, 0.25, 0.0]
+    """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose from {SCHEDULES}")
     factors = {
-        "linear": lambda epoch: 1.0 - epoch / epochs,
+        "linear": lambda epoch: 1.0 - (epoch + 1) / epochs,
         "cosine": lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)),
         "constant": lambda epoch: 1.0,
     }

@@ -1,8 +1,9 @@
 """``train_stage``: the only training loop, shared by both stages, the search and the ablations.
 
 Read top to bottom: seed, build optimizer and schedule, then per epoch train (tracking sign flips
-after every optimizer step), validate (measuring activation saturation), report the epoch record
-to the observers. Observers are how tracking, progress and pruning plug in; an observer may raise
+after every optimizer step, which weights get no gradient, and activation saturation on every
+``SATURATION_EVERY``-th batch), validate (measuring saturation again, in eval mode), report the
+epoch record to the observers. Observers are how tracking, progress and pruning plug in; an observer may raise
 to stop the stage (an Optuna ``TrialPruned``, for example).
 
     from bnn import build_model, prepare_data, StageConfig, train_stage
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -29,12 +31,13 @@ from tqdm.auto import tqdm
 from bnn.batches import Augment, iterate_batches
 from bnn.binarize import recu_tau
 from bnn.data import ImageData, PreparedData
-from bnn.diagnostics import SignTracker, saturation_fraction, saturation_probe
+from bnn.diagnostics import DeadWeightTracker, SignTracker, saturation_fraction, saturation_probe
 from bnn.distill import distribution_loss
 from bnn.layers import set_mode, set_recu_tau
 from bnn.optim import OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule
 
 Observer = Callable[[dict], None]
+SATURATION_EVERY = 8  # training saturation is counted on every 8th batch: cheap, and enough to estimate
 
 
 class StageConfig(BaseModel):
@@ -159,6 +162,7 @@ def train_stage(
     )
     schedule = create_schedule(optimizer, cfg.schedule, cfg.epochs)
     tracker = SignTracker(model, init_signs) if track_signs else None
+    dead = DeadWeightTracker(model) if track_signs else None
 
     history: list[dict] = []
     epochs = tqdm(
@@ -171,6 +175,7 @@ def train_stage(
         loss_sum = 0.0
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
+        train_saturation = {"saturated": 0, "total": 0}
         for step, (x, y) in enumerate(
             iterate_batches(
                 data.train,
@@ -183,7 +188,10 @@ def train_stage(
                 device=device,
             )
         ):
-            logits = step_model(x)
+            with saturation_probe(model) if step % SATURATION_EVERY == 0 else nullcontext({}) as counts:
+                logits = step_model(x)
+            for key, count in counts.items():
+                train_saturation[key] += count
             if teacher is None:
                 loss = F.cross_entropy(logits, y)
             else:
@@ -195,6 +203,8 @@ def train_stage(
                 raise NonFiniteLossError(f"loss became {value} at epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if dead is not None:
+                dead.step()
             optimizer.step()
             if tracker is not None:
                 tracker.step()
@@ -212,7 +222,9 @@ def train_stage(
             "val_loss": val["loss"],
             "val_acc": val["acc"],
             "saturation": val["saturation"],
+            "saturation_train": saturation_fraction(train_saturation),
             **(tracker.epoch_summary() if tracker is not None else {}),
+            **(dead.epoch_summary() if dead is not None else {}),
         }
         history.append(record)
         epochs.set_postfix(val_acc=f"{record['val_acc']:.3f}")

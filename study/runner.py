@@ -22,6 +22,7 @@ from bnn import (
     set_mode,
     train_stage,
 )
+from bnn.layers import set_act_std_normalise
 from bnn.train import Observer, resolve_device
 from study.config import Params, resolve_path
 
@@ -49,7 +50,13 @@ def prepare(params: Params) -> PreparedData:
 
 
 def new_model(params: Params, data: PreparedData) -> nn.Module:
-    """The configured model, with its latent weights seeded from ``params.seed``."""
+    """The configured model, with its latent weights seeded from ``params.seed``.
+
+    Also fixes torch's intra-op threads to ``params.threads``: every run (pipeline stage, trial,
+    ablation cell, in any worker process) builds its model here first, so its float sums, and so
+    its metrics, do not depend on the worker count or the machine's cores.
+    """
+    torch.set_num_threads(params.threads)
     torch.manual_seed(params.seed)
     m = params.model
     model = build_model(
@@ -63,7 +70,7 @@ def new_model(params: Params, data: PreparedData) -> nn.Module:
         **m.options,
     )
     init_binary_weights(model, m.init)
-    return model
+    return set_act_std_normalise(model, m.act_std_normalise)
 
 
 def augmentation(params: Params) -> Augment:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import torch
 from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -74,7 +73,6 @@ class SearchRun:
     parent_run_id: str
     out_dir: Path
     cache_dir: Path
-    threads: int
     heartbeat: int = HEARTBEAT_SECONDS
     grace: int = GRACE_SECONDS
 
@@ -245,7 +243,6 @@ def work(run: SearchRun, worker: int = 0) -> None:
     When the rest of the budget is running elsewhere, wait: if one of those workers dies, its trial
     goes stale after the grace period, is re-queued, and this worker runs it.
     """
-    torch.set_num_threads(run.threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported in one line below
     study = load_study(run, worker)
     data = prepare(run.params)
@@ -319,7 +316,7 @@ def parse_args(argv: list[str] | None, params: Params) -> argparse.Namespace:
         "--workers",
         type=int,
         default=search.workers,
-        help="local worker processes, each with cores/workers torch threads (default %(default)s)",
+        help="local worker processes, each with params.yaml's `threads` torch threads (default %(default)s)",
     )
     parser.add_argument(
         "--seed",
@@ -385,7 +382,6 @@ def main(argv: list[str] | None = None) -> None:
         parent_run_id="",
         out_dir=out_dir,
         cache_dir=args.cache_dir,
-        threads=max(1, (os.cpu_count() or 1) // args.workers),
         heartbeat=args.heartbeat,
         grace=args.grace,
     )

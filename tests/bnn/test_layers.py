@@ -1,37 +1,108 @@
+"""Binary layers against the reference code (tests/bnn/reference_code.py): forward and gradients."""
+
 import pytest
 import torch
+import torch.nn.functional as F
+from reference_code import hard_binary_conv_weight, recu_conv
 
+from bnn.diagnostics import saturation_probe, weight_signs
 from bnn.layers import (
     BinaryConv2d,
     BinaryLinear,
     RSign,
+    SignActivation,
     binary_weight_layers,
     init_binary_weights,
+    set_act_std_normalise,
     set_mode,
 )
 from bnn.models import build_model
 
 
-def test_binary_linear_uses_alpha_sign_of_latent_weights_in_stage_two():
-    layer = BinaryLinear(3, 2)
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[0.5, -0.1, 0.0], [-0.3, -0.3, 0.6]]))
-    set_mode(layer, "binary")
-    alpha = torch.tensor([[0.2], [0.4]])
-    expected = alpha * torch.tensor([[1.0, -1.0, 1.0], [-1.0, -1.0, 1.0]])
-    assert torch.allclose(layer.effective_weight(), expected)
-    set_mode(layer, "binary_act")
-    assert torch.equal(layer.effective_weight(), layer.weight)
+def latent_weights(shape, seed=0):
+    """Weights on both sides of the clip (|w| > 1 for some), none exactly 0 (sign(0) differs)."""
+    torch.manual_seed(seed)
+    w = torch.randn(shape) * 0.8
+    return torch.where(w == 0, torch.full_like(w, 0.1), w)
 
 
-def test_alpha_is_detached_and_gradient_passes_the_clip_ste():
-    layer = BinaryConv2d(1, 1, 1)
+def test_binary_conv_forward_and_latent_gradient_match_hardbinaryconv():
+    """dL/dw = dL/dW_b * 1{|w| <= 1}, not multiplied by alpha (ReActNet/AdamBNN's detach trick)."""
+    layer = set_mode(BinaryConv2d(3, 4, 3, padding=1), "binary")
+    w = latent_weights(layer.weight.shape)
     with torch.no_grad():
-        layer.weight.fill_(0.5)
-    set_mode(layer, "binary")
-    layer(torch.ones(1, 1, 2, 2)).sum().backward()
-    # d/dw of alpha*sign(w) with alpha detached: alpha * 1 (|w| <= 1) times the input sum (4)
-    assert layer.weight.grad.item() == pytest.approx(0.5 * 4)
+        layer.weight.copy_(w)
+    x = torch.randn(2, 3, 5, 5)
+    upstream = torch.randn(2, 4, 5, 5)
+    out = layer(x)
+    out.backward(upstream)
+
+    reference_w = w.clone().requires_grad_()
+    reference = F.conv2d(x, hard_binary_conv_weight(reference_w), padding=1)
+    reference.backward(upstream)
+    assert torch.allclose(out, reference, atol=1e-6)
+    assert torch.allclose(layer.weight.grad, reference_w.grad, atol=1e-6)
+    assert (layer.weight.grad[w.abs() > 1] == 0).all() and (layer.weight.grad[w.abs() <= 1] != 0).any()
+
+
+def test_binary_linear_matches_hardbinaryconv_as_a_one_by_one_conv():
+    layer = set_mode(BinaryLinear(6, 3), "binary")
+    w = latent_weights(layer.weight.shape, seed=1)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    x = torch.randn(4, 6)
+    layer(x).sum().backward()
+    reference_w = w.view(3, 6, 1, 1).clone().requires_grad_()
+    reference = F.conv2d(x.view(4, 6, 1, 1), hard_binary_conv_weight(reference_w)).view(4, 3)
+    reference.sum().backward()
+    assert torch.allclose(layer(x), reference, atol=1e-6)
+    assert torch.allclose(layer.weight.grad, reference_w.grad.view(3, 6), atol=1e-6)
+
+
+@pytest.mark.parametrize("tau", [0.85, 0.95, 0.99])
+def test_recu_layer_matches_recu_binarizeconv2d(tau):
+    """Forward, latent-weight gradient, scale gradient and activation gradient of ReCU's layer."""
+    torch.manual_seed(0)
+    act = set_act_std_normalise(SignActivation("approx_sign"), True)
+    layer = set_mode(BinaryConv2d(3, 4, 3, padding=1, weight_binarizer="recu"), "binary")
+    layer.tau = tau
+    w = latent_weights(layer.weight.shape, seed=2) + 0.3  # an off-centre layer: signs of centred w
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    a = (torch.randn(2, 3, 5, 5) * 2).requires_grad_()
+    upstream = torch.randn(2, 4, 5, 5)
+    out = layer(act(a))
+    out.backward(upstream)
+
+    ref_w = w.clone().requires_grad_()
+    ref_alpha = layer.scale.detach().view(4, 1, 1).clone().requires_grad_()
+    ref_a = a.detach().clone().requires_grad_()
+    reference = recu_conv(ref_a, ref_w, ref_alpha, tau, training=True)
+    reference.backward(upstream)
+    assert torch.allclose(out, reference, atol=1e-5)
+    assert torch.allclose(layer.weight.grad, ref_w.grad, atol=1e-5)
+    assert torch.allclose(layer.scale.grad, ref_alpha.grad.flatten(), atol=1e-4)
+    assert torch.allclose(a.grad, ref_a.grad, atol=1e-5)
+
+
+def test_recu_signs_tracked_are_the_forward_signs_of_the_centred_weights():
+    layer = set_mode(BinaryLinear(4, 1, weight_binarizer="recu"), "binary")
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.1, 0.2, 0.3, 0.6]]))  # all positive, mean 0.3
+    forward = layer.effective_weight() > 0
+    assert forward.tolist() == [[False, False, True, True]]
+    assert torch.equal(weight_signs(layer)[0], forward)
+
+
+def test_std_normalisation_acts_in_training_only_and_saturation_counts_what_the_sign_sees():
+    act = set_act_std_normalise(SignActivation("approx_sign"), True)
+    x = torch.tensor([[4.0, -4.0, 4.0, -4.0]])  # std 4.62: normalised, nothing beyond 1
+    with saturation_probe(act) as counts:
+        act.train()(x)
+    assert int(counts["saturated"]) == 0
+    with saturation_probe(act) as counts:
+        act.eval()(x)
+    assert int(counts["saturated"]) == 4
 
 
 def test_rsign_is_identity_plus_shift_in_real_mode():
@@ -42,8 +113,11 @@ def test_rsign_is_identity_plus_shift_in_real_mode():
     assert act(x)[0].tolist() == pytest.approx([0.3, -0.2])
 
 
-def test_modes_change_no_state_dict_keys_so_stage_two_loads_strictly():
-    model = build_model("cnn", num_classes=10, in_channels=1, image_size=8, width=8)
+@pytest.mark.parametrize("binarizer", ["ste", "recu"])
+def test_modes_change_no_state_dict_keys_so_stage_two_loads_strictly(binarizer):
+    model = build_model(
+        "cnn", num_classes=10, in_channels=1, image_size=8, width=8, weight_binarizer=binarizer
+    )
     stage1_keys = list(model.state_dict())
     set_mode(model, "binary")
     assert list(model.state_dict()) == stage1_keys

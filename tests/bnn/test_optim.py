@@ -1,5 +1,6 @@
 import pytest
 import torch
+from reference_code import adambnn_epoch_lrs
 
 from bnn.layers import LearnableBias
 from bnn.models import build_model
@@ -49,24 +50,33 @@ def test_adam_decay_is_coupled_and_adamw_decoupled():
     assert one_step("adamw") == pytest.approx(0.1 * 0.01, rel=1e-3)
 
 
+def epoch_lrs(schedule: str, lr0: float, epochs: int) -> list[float]:
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=lr0)
+    sched = create_schedule(opt, schedule, epochs=epochs)
+    seen = []
+    for _ in range(epochs):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return seen
+
+
+@pytest.mark.parametrize("epochs", [1, 4, 12])
+def test_linear_schedule_is_adambnns_stepped_at_each_epoch_start(epochs):
+    """AdamBNN steps LambdaLR(1 - e/E) before each epoch: epoch e runs at lr0 * (1 - (e+1)/E)."""
+    assert epoch_lrs("linear", 1.25e-3, epochs) == pytest.approx(adambnn_epoch_lrs(1.25e-3, epochs))
+
+
 @pytest.mark.parametrize(
     "schedule, expected",
     [
-        ("linear", [1.0, 0.75, 0.5, 0.25]),
         ("cosine", [1.0, 0.8535534, 0.5, 0.1464466]),
         ("constant", [1.0, 1.0, 1.0, 1.0]),
     ],
 )
-def test_schedules_per_epoch(schedule, expected):
-    w = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([w], lr=1.0)
-    sched = create_schedule(opt, schedule, epochs=4)
-    seen = []
-    for _ in range(4):
-        seen.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert seen == pytest.approx(expected)
+def test_other_schedules_per_epoch(schedule, expected):
+    assert epoch_lrs(schedule, 1.0, 4) == pytest.approx(expected)
 
 
 def test_unknown_names_are_rejected():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from bnn import StageConfig, build_model, evaluate, set_mode, train_stage, weight_signs
+from bnn import StageConfig, binary_weight_layers, build_model, evaluate, set_mode, train_stage, weight_signs
 from bnn.train import NonFiniteLossError
 
 
@@ -112,3 +112,26 @@ def test_stage_config_rejects_impossible_values():
         StageConfig(epochs=1, lr=-1e-3)
     with pytest.raises(ValueError, match="optimizer"):
         StageConfig(epochs=1, lr=1e-3, optimizer="lion")
+
+
+def test_records_training_saturation_and_dead_weights_each_epoch(digits):
+    result = train_stage(mlp(digits), digits, StageConfig(epochs=2, lr=2e-3), mode="binary", seed=0)
+    for record in result.history:
+        for key in ("saturation", "saturation_train", "dead_beyond_clip", "dead_zero_grad"):
+            assert 0.0 <= record[key] <= 1.0, key
+        # train mode (batch statistics) and eval mode (running statistics) see different inputs
+        assert record["saturation_train"] != record["saturation"]
+    # Kaiming-uniform latent weights of a 64-wide MLP lie far inside the clip
+    assert result.final["dead_beyond_clip"] == 0.0
+
+
+def test_latent_weights_beyond_the_clip_get_no_gradient_and_count_as_dead(digits):
+    model = mlp(digits)
+    layer = next(iter(binary_weight_layers(model)))
+    with torch.no_grad():
+        layer.weight[:, :8] = 2.0  # beyond the clip: no gradient through the clip STE
+    cfg = StageConfig(epochs=1, lr=1e-3, schedule="constant")
+    result = train_stage(model, digits, cfg, mode="binary", seed=0)
+    share = layer.weight[:, :8].numel() / sum(w.weight.numel() for w in binary_weight_layers(model))
+    assert result.final["dead_beyond_clip"] == pytest.approx(share)
+    assert result.final["dead_zero_grad"] >= share

@@ -146,7 +146,7 @@ def test_pruned_trials_are_recorded_with_the_epoch_they_reached(tmp_path, digits
     params = load_params(write_params(tmp_path, TINY_SPACE))
     run = SearchRun(params=params, study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}", trials=2,
                     seed=0, pruner="none", objectives=["acc"], parent_run_id="", out_dir=tmp_path / "out",
-                    cache_dir=tmp_path / "cache", threads=2)  # fmt: skip
+                    cache_dir=tmp_path / "cache")  # fmt: skip
     create_study(run)
     study = load_study(run)
     study.pruner = optuna.pruners.ThresholdPruner(lower=1.01)  # nothing reaches 101 %: prune at epoch 1
