@@ -3,7 +3,8 @@
 Every result file is written to a temporary name in its folder and renamed over the old one only
 when complete, so a concurrent reader never sees half a file and a failed run leaves the previous
 result in place. Checkpoints hold model weights, the first-initialisation sign snapshot and plain
-metadata, and are read with ``torch.load(..., weights_only=True)``.
+metadata, and are read with ``torch.load(..., weights_only=True)``. Saved bytes depend only on the
+saved object (not on the file's name or the time), so DVC sees the same md5 when a stage re-runs.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: _torch_save(obj, tmp))
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a file object: given a path, torch names the zip records after the file
+    (here a random temporary name), while a file object always gets the fixed prefix ``archive/``."""
+    with open(path, "wb") as file:
+        torch.save(obj, file)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, init_signs: list[Tensor], meta: dict) -> None:

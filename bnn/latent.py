@@ -39,8 +39,9 @@ HISTOGRAM_LIMIT = 1.5  # rel_histogram covers w / q99 in [-1.5, 1.5], outliers i
 
 
 def _layer_weights(model: nn.Module) -> list[Tensor]:
-    """Each binary layer's latent weights, flattened, as float64 on the CPU."""
-    weights = [layer.weight.detach().flatten().double().cpu() for layer in binary_weight_layers(model)]
+    """Each binary layer's latent weights, flattened, as float32 on the CPU (the bands compare in the
+    weights' own precision, so a weight stored as 0.1 lies within ``NEAR`` of 0)."""
+    weights = [layer.weight.detach().flatten().float().cpu() for layer in binary_weight_layers(model)]
     if not weights:
         raise ValueError("the model has no binary layers")
     return weights
@@ -76,13 +77,17 @@ def bimodality(values: Tensor) -> float:
     return (skew**2 + 1) / (excess + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
 
 
+def _fraction(mask: Tensor) -> float:
+    return int(mask.sum()) / mask.numel()
+
+
 def latent_mass(model: nn.Module) -> dict[str, float]:
     """The absolute measures: mass near 0 and near +-1, beyond the clip, and the largest ``|w|``."""
     a = torch.cat(_layer_weights(model)).abs()
     return {
-        "mass_near_zero": float((a <= NEAR).double().mean()),
-        "mass_near_one": float(((a - 1).abs() <= NEAR).double().mean()),
-        "beyond_clip": float((a > 1).double().mean()),
+        "mass_near_zero": _fraction(a <= NEAR),
+        "mass_near_one": _fraction((a - 1).abs() <= NEAR),
+        "beyond_clip": _fraction(a > 1),
         "max_abs_weight": float(a.max()),
     }
 
@@ -91,8 +96,8 @@ def relative_shape(model: nn.Module) -> dict[str, float]:
     """The scale-free measures: mass near 0 and near the layer's extreme, and the bimodality of ``|w|``."""
     a = relative_weights(model).abs()
     return {
-        "rel_mass_near_zero": float((a <= NEAR).double().mean()),
-        "rel_mass_near_extreme": float((a >= 1 - NEAR).double().mean()),
+        "rel_mass_near_zero": _fraction(a <= NEAR),
+        "rel_mass_near_extreme": _fraction(a >= 1 - NEAR),
         "bimodality": bimodality(a),
     }
 
@@ -110,7 +115,7 @@ def median_abs_weight(model: nn.Module) -> float:
 def rel_histogram(model: nn.Module, bins: int = 121) -> dict[str, list[float]]:
     """Histogram of ``w / q99`` on ``[-1.5, 1.5]`` (outliers in the end bins), as ``latent_histogram``."""
     limit = HISTOGRAM_LIMIT
-    values = relative_weights(model).float().clamp(-limit, limit)
+    values = relative_weights(model).clamp(-limit, limit)
     counts = torch.histc(values, bins=bins, min=-limit, max=limit)
     edges = torch.linspace(-limit, limit, bins + 1)
     return {"edges": edges.tolist(), "counts": counts.tolist()}

@@ -1,7 +1,13 @@
-"""What the DVC stages share: output paths, the pipeline's MLflow parent run, stage outputs."""
+"""What the DVC stages share: output paths, the pipeline's MLflow parent run, stage outputs.
+
+Stage outputs hold results only, never a run id or a time, so a stage re-run from the same inputs
+writes the same bytes (and DVC the same md5). A checkpoint is linked to the MLflow run that wrote it
+by its md5, the one in ``dvc.lock``: the run's ``bnn.checkpoint_md5`` tag.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +22,8 @@ from study.tracking import RunLogger, Tracker, git_commit
 PREPARED = PROJECT_ROOT / "data" / "prepared"
 PREPARED_DATA = PREPARED / "data.pt"
 RUNS = PROJECT_ROOT / "runs"
-TRAINED_SECTIONS = ("seed", "data", "model", "stage1", "stage2", "distill")
+TRAINED_SECTIONS = ("seed", "threads", "data", "model", "stage1", "stage2", "distill")
+CHECKPOINT_TAG = "bnn.checkpoint_md5"
 
 
 def stage_dir(stage: str) -> Path:
@@ -35,9 +42,25 @@ def epoch_logger(run: RunLogger) -> Observer:
     return lambda record: run.log_metrics(record, step=record["epoch"])
 
 
-def write_stage_outputs(stage: str, run: StageRun, meta: dict) -> None:
-    """Checkpoint, metrics.json and history.csv of one stage (each written atomically)."""
+def file_md5(path: Path) -> str:
+    """As DVC 3 hashes a file: the tag equals the file's md5 in ``dvc.lock``."""
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_stage_outputs(stage: str, run: StageRun, logger: RunLogger, meta: dict) -> None:
+    """Checkpoint, metrics.json and history.csv of one stage (each written atomically); the run that
+    wrote the checkpoint is tagged with its md5."""
     out = stage_dir(stage)
     save_checkpoint(out / "model.pt", run.model, run.result.init_signs, meta)
     write_json(out / "metrics.json", run.result.final)
     write_csv(out / "history.csv", pd.DataFrame(run.result.history))
+    logger.set_tags({CHECKPOINT_TAG: file_md5(out / "model.pt")})
+
+
+def checkpoint_run_ids(tracker: Tracker, stages: tuple[str, ...]) -> dict[str, str]:
+    """``{"<stage>_run_id": id}`` of the newest run that wrote each stage's current checkpoint, for
+    the stages whose run is in this store (a checkpoint pulled from a DVC remote may have none)."""
+    found = {
+        stage: tracker.latest_run(CHECKPOINT_TAG, file_md5(stage_dir(stage) / "model.pt")) for stage in stages
+    }
+    return {f"{stage}_run_id": run_id for stage, run_id in found.items() if run_id}

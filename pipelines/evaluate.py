@@ -1,7 +1,9 @@
 """DVC stage ``evaluate``: the final binary network on the held-out test split, with figures.
 
 Writes ``runs/evaluate/metrics.json`` (test and validation accuracy beside the stage-2 FF ratio,
-C2I ratios and saturation) and seaborn figures, and logs them to the pipeline's MLflow parent run.
+C2I ratios, dead weights, and saturation: ``saturation`` on the test split in eval mode,
+``saturation_train`` on stage 2's last-epoch training batches in train mode) and seaborn
+figures, and logs them to the pipeline's MLflow parent run.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import pandas as pd
 
 from bnn import PreparedData, evaluate, latent_histogram, load_checkpoint, set_mode
 from bnn.train import resolve_device
-from pipelines.common import PREPARED_DATA, pipeline_parent, stage_dir
+from pipelines.common import PREPARED_DATA, checkpoint_run_ids, pipeline_parent, stage_dir
 from study.artifacts import write_json
 from study.cli import run_main
 from study.config import load_params
@@ -42,6 +44,9 @@ def main() -> None:
         "c2i_init": stage2["c2i_init"],
         "changed_from_init": stage2["changed_from_init"],
         "saturation": test["saturation"],
+        "saturation_train": stage2["saturation_train"],
+        "dead_beyond_clip": stage2["dead_beyond_clip"],
+        "dead_zero_grad": stage2["dead_zero_grad"],
         "stage1_val_acc": checkpoints["stage1"]["meta"]["final"]["val_acc"],
     }
     out = stage_dir("evaluate")
@@ -68,12 +73,7 @@ def main() -> None:
     summary = tracker.run_logger(parent)
     summary.log_metrics(metrics)
     summary.log_artifacts(figures, "figures")
-    summary.set_tags(
-        {
-            "stage1_run_id": checkpoints["stage1"]["meta"]["run_id"],
-            "stage2_run_id": checkpoints["stage2"]["meta"]["run_id"],
-        }
-    )
+    summary.set_tags(checkpoint_run_ids(tracker, tuple(checkpoints)))
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 

@@ -20,10 +20,10 @@ def main() -> None:
         parent, "stage1", params=logged, tags={"stage": "1", "data_hash": data.fingerprint()}
     ) as run:
         stage = run_stage1(params, data, observers=(epoch_logger(run),), progress=True)
-        meta = {"run_id": run.run_id, "parent_run_id": parent, "final": stage.result.final}
+        meta = {"final": stage.result.final}
         if stage.teacher is not None:
             meta["teacher_state_dict"] = stage.teacher.state_dict()
-        write_stage_outputs("stage1", stage, meta)
+        write_stage_outputs("stage1", stage, run, meta)
     print(f"stage 1: val_acc {stage.result.final['val_acc']:.4f}")
 
 

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from bnn import PreparedData, load_checkpoint
-from pipelines.common import PREPARED_DATA, epoch_logger, pipeline_parent, stage_dir, write_stage_outputs
+from pipelines.common import (
+    PREPARED_DATA,
+    checkpoint_run_ids,
+    epoch_logger,
+    pipeline_parent,
+    stage_dir,
+    write_stage_outputs,
+)
 from study.cli import run_main
 from study.config import load_params
 from study.runner import load_teacher, run_stage2
@@ -18,7 +25,7 @@ def main() -> None:
     tracker = Tracker.from_params(params)
     parent = pipeline_parent(tracker, params, data)
     logged = params.model_dump(include={"seed", "model", "stage2"})
-    tags = {"stage": "2", "data_hash": data.fingerprint(), "stage1_run_id": stage1["meta"]["run_id"]}
+    tags = {"stage": "2", "data_hash": data.fingerprint(), **checkpoint_run_ids(tracker, ("stage1",))}
     with tracker.child(parent, "stage2", params=logged, tags=tags) as run:
         stage = run_stage2(
             params,
@@ -29,9 +36,7 @@ def main() -> None:
             observers=(epoch_logger(run),),
             progress=True,
         )
-        write_stage_outputs(
-            "stage2", stage, {"run_id": run.run_id, "parent_run_id": parent, "final": stage.result.final}
-        )
+        write_stage_outputs("stage2", stage, run, {"final": stage.result.final})
     print(
         f"stage 2: val_acc {stage.result.final['val_acc']:.4f}  ff_ratio {stage.result.final['ff_ratio']:.2e}"
     )

@@ -7,15 +7,30 @@
 Ablations (grids in ``params.yaml`` → ``ablation``):
 
 - ``wd``: stage-1 weight decay x stage-2 weight decay, two-stage training;
-- ``optimizer``: Adam against SGD, each at its own learning rate, for the binary network (two
-  stages) and for the same network real-valued (one stage of the same total epochs);
+- ``optimizer``: Adam against SGD, each at every learning rate of its small sweep
+  (``ablation.optimizers.<name>.lr`` is a list), for the binary network (two stages) and for the
+  same network real-valued (one stage of the same total epochs); rows carry an ``lr`` column;
 - ``stages``: two-stage training against fully binary training from scratch for the same total
-  epochs (stage 2's settings).
+  epochs (stage 2's settings);
+- ``latent``: Adam against SGD in stage 2 from the same stage 1 (the pipeline's), with a stage-2
+  budget of its own (``ablation.latent``: more epochs, a smaller batch), for the latent-weight
+  shape (AdamBNN's three peaks) and ReCU's dead weights.
 
-Each cell (settings x seed) is stored under a key of everything that determines it, so re-running
-after a change trains only the cells whose settings changed; stage 1 comes from the stage-1 store,
-so every stage-2 setting of one stage-1 setting shares one stage-1 run. Workers (local processes,
-or hosts sharing the project folder) claim cells with a file lock and never train one twice.
+Every cell records its test and validation accuracy, the final FF and C2I ratios, saturation (test
+split in eval mode, and ``saturation_train`` on training batches), the dead-weight fractions
+(``dead_beyond_clip``, ``dead_zero_grad``), the latent-weight measures of :mod:`bnn.latent`
+(absolute and scale-free), ``median_abs_start`` (median ``|w|`` when its last stage starts: stage
+1's result for two-stage cells), ``lr_budget`` (the learning rate summed over the last stage's
+optimizer steps: about the farthest Adam can move a weight), its per-epoch history, and the
+histograms of ``w`` and of ``w / q99``.
+
+Each cell (settings x seed) is stored under a key of everything that determines it (the torch
+thread count ``threads`` included, never derived from the worker count), so re-running after a
+change trains only the cells whose settings changed; stage 1 comes from the stage-1 store, so
+every stage-2 setting of one stage-1 setting shares one stage-1 run. Workers (local processes, or
+hosts sharing the project folder) claim cells with a file lock and never train one twice. The
+results files hold only what the results determine (no run ids, times or hosts), so two clones
+give identical files; MLflow has the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +39,7 @@ import argparse
 import fcntl
 import hashlib
 import json
-import os
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,23 +55,37 @@ from bnn import (
     NonFiniteLossError,
     PreparedData,
     StageConfig,
+    StageResult,
     evaluate,
     latent_histogram,
+    latent_measures,
+    median_abs_weight,
+    rel_histogram,
     train_stage,
 )
 from bnn.train import resolve_device
 from study.artifacts import atomic_write, write_csv, write_json
 from study.cache import Stage1Cache, code_fingerprint
 from study.cli import run_main
-from study.config import PROJECT_ROOT, Params, load_params
+from study.config import PROJECT_ROOT, AblationConfig, Params, load_params
 from study.runner import augmentation, load_teacher, new_model, prepare, run_stage2
 from study.tracking import Tracker
 from study.workers import run_workers
 
-ABLATIONS = ("wd", "optimizer", "stages")
 RESULTS = PROJECT_ROOT / "reports" / "ablations"
 STORE = PROJECT_ROOT / ".cache"
-NEAR = 0.1  # half-width of the bands around 0 and +-1 in which latent-weight mass is measured
+HISTOGRAM_BINS = 121
+# Columns taken from the last stage's final record (NaN where that stage does not track them).
+FINAL_COLUMNS = {
+    "val_acc": "val_acc",
+    "ff_ratio": "ff_ratio",
+    "c2i_stage": "c2i_ratio",
+    "c2i_init": "c2i_init",
+    "changed_from_init": "changed_from_init",
+    "saturation_train": "saturation_train",
+    "dead_beyond_clip": "dead_beyond_clip",
+    "dead_zero_grad": "dead_zero_grad",
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +104,7 @@ class Cell:
         params = self.params(base)
         parts = [
             self.kind,
-            params.training_key("seed", "model", "stage1", "stage2", "distill"),
+            params.training_key("seed", "threads", "model", "stage1", "stage2", "distill"),
             params.data.augment.model_dump_json(),
             data.fingerprint(),
             code_fingerprint(),
@@ -83,60 +112,148 @@ class Cell:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
+def ablation_settings(params: Params, quick: bool) -> AblationConfig:
+    """``params.ablation``; with ``quick``, its quick seeds and epochs in every ablation (latent too)."""
+    settings = params.ablation
+    if not quick:
+        return settings
+    short = {"seeds": settings.quick_seeds, "epochs": settings.quick_epochs}
+    return settings.model_copy(update={**short, "latent": settings.latent.model_copy(update=short)})
+
+
 def ablation_base(params: Params, quick: bool) -> Params:
     """The pipeline's params with the ablation's epochs (and the quick variant's) applied."""
-    settings = params.ablation
-    epochs = settings.quick_epochs if quick else settings.epochs
+    epochs = ablation_settings(params, quick).epochs
     return params.with_overrides({"stage1.epochs": epochs, "stage2.epochs": epochs})
 
 
-def seeds(params: Params, quick: bool) -> list[int]:
-    return list(range(params.ablation.quick_seeds if quick else params.ablation.seeds))
+def seeds(name: str, settings: AblationConfig) -> list[int]:
+    return list(range(settings.latent.seeds if name == "latent" else settings.seeds))
+
+
+def optimizer_overrides(stages: tuple[str, ...], optimizer: str, settings: dict[str, Any]) -> tuple:
+    return tuple(
+        (f"{stage}.{k}", v) for stage in stages for k, v in {"optimizer": optimizer, **settings}.items()
+    )
+
+
+def wd_cells(settings: AblationConfig, seed: int) -> list[Cell]:
+    cells = []
+    for wd1 in settings.weight_decay.stage1:
+        for wd2 in settings.weight_decay.stage2:
+            labels = (("stage1.weight_decay", wd1), ("stage2.weight_decay", wd2), ("seed", seed))
+            cells.append(Cell("wd", "two_stage", labels, labels))
+    return cells
+
+
+def optimizer_cells(settings: AblationConfig, seed: int) -> list[Cell]:
+    """Each optimizer at each learning rate of its sweep, in both stages; binary and real-valued."""
+    cells = []
+    for optimizer, cfg in settings.optimizers.items():
+        for lr in cfg["lr"]:
+            overrides = optimizer_overrides(("stage1", "stage2"), optimizer, {**cfg, "lr": lr})
+            for network, kind in (("binary", "two_stage"), ("real", "real")):
+                labels = (("optimizer", optimizer), ("lr", lr), ("network", network), ("seed", seed))
+                cells.append(Cell("optimizer", kind, (*overrides, ("seed", seed)), labels))
+    return cells
+
+
+def stages_cells(settings: AblationConfig, seed: int) -> list[Cell]:
+    return [
+        Cell("stages", kind, (("seed", seed),), (("training", training), ("seed", seed)))
+        for training, kind in (("two-stage", "two_stage"), ("one-stage", "one_stage"))
+    ]
+
+
+def latent_cells(settings: AblationConfig, seed: int) -> list[Cell]:
+    """Each optimizer in stage 2 only (stage 1 stays the pipeline's, so both start from the same
+    weights), with the latent ablation's stage-2 budget."""
+    latent = settings.latent
+    budget = (("stage2.epochs", latent.epochs), ("stage2.batch_size", latent.batch_size))
+    return [
+        Cell(
+            "latent",
+            "two_stage",
+            (*optimizer_overrides(("stage2",), optimizer, cfg), *budget, ("seed", seed)),
+            (("optimizer", optimizer), ("seed", seed)),
+        )
+        for optimizer, cfg in latent.optimizers.items()
+    ]
+
+
+EXPANSIONS = {"wd": wd_cells, "optimizer": optimizer_cells, "stages": stages_cells, "latent": latent_cells}
+ABLATIONS = tuple(EXPANSIONS)
 
 
 def expand(name: str, params: Params, quick: bool = False) -> list[Cell]:
-    """The cells of one ablation, in a fixed order (grid values, then seeds)."""
-    settings = params.ablation
-    cells = []
-    for seed in seeds(params, quick):
-        if name == "wd":
-            for wd1 in settings.weight_decay.stage1:
-                for wd2 in settings.weight_decay.stage2:
-                    labels = (("stage1.weight_decay", wd1), ("stage2.weight_decay", wd2), ("seed", seed))
-                    cells.append(Cell(name, "two_stage", labels, labels))
-        elif name == "optimizer":
-            for optimizer, cfg in settings.optimizers.items():
-                overrides = tuple(
-                    (f"{stage}.{k}", v)
-                    for stage in ("stage1", "stage2")
-                    for k, v in {"optimizer": optimizer, **cfg}.items()
-                )
-                for network, kind in (("binary", "two_stage"), ("real", "real")):
-                    labels = (("optimizer", optimizer), ("network", network), ("seed", seed))
-                    cells.append(Cell(name, kind, (*overrides, ("seed", seed)), labels))
-        elif name == "stages":
-            for training, kind in (("two-stage", "two_stage"), ("one-stage", "one_stage")):
-                cells.append(Cell(name, kind, (("seed", seed),), (("training", training), ("seed", seed))))
-        else:
-            raise ValueError(f"unknown ablation {name!r}, choose from {ABLATIONS}")
-    return sorted(cells, key=lambda c: dict(c.labels)["seed"])
+    """The cells of one ablation, in a fixed order (seeds, then grid values)."""
+    if name not in EXPANSIONS:
+        raise ValueError(f"unknown ablation {name!r}, choose from {ABLATIONS}")
+    settings = ablation_settings(params, quick)
+    return [cell for seed in seeds(name, settings) for cell in EXPANSIONS[name](settings, seed)]
 
 
-def latent_mass(model: torch.nn.Module) -> dict[str, float]:
-    """Fraction of binary latent weights within ``NEAR`` of 0 and of +-1 (AdamBNN's three peaks)."""
-    hist = latent_histogram(model, bins=600, limit=1.5)
-    edges, counts = hist["edges"], hist["counts"]
-    total = sum(counts)
-    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    near_zero = sum(n for c, n in zip(centres, counts, strict=True) if abs(c) <= NEAR)
-    near_one = sum(n for c, n in zip(centres, counts, strict=True) if abs(abs(c) - 1) <= NEAR)
-    return {"mass_near_zero": near_zero / total, "mass_near_one": near_one / total}
+@dataclass
+class Trained:
+    """A cell's network after training, its last stage's result and settings, and where its weights
+    stood when that stage started."""
+
+    model: torch.nn.Module
+    result: StageResult
+    last_stage: StageConfig
+    median_abs_start: float
+    stage1_cached: bool | None = None
+
+
+def train_two_stage(params: Params, data: PreparedData, stage1_store: Stage1Cache, record) -> Trained:
+    stage1 = stage1_store.run(params, data, observers=(record(1, 0),))
+    start = new_model(params, data)
+    start.load_state_dict(stage1.state_dict, strict=True)
+    stage2 = run_stage2(
+        params,
+        data,
+        stage1.state_dict,
+        stage1.init_signs,
+        teacher=load_teacher(params, data, stage1.teacher_state_dict),
+        observers=(record(2, params.stage1.epochs),),
+    )
+    return Trained(stage2.model, stage2.result, params.stage2, median_abs_weight(start), stage1.cached)
+
+
+def train_one_stage(kind: str, params: Params, data: PreparedData, record) -> Trained:
+    """Fully binary from scratch (stage 2's settings) or real-valued (stage 1's), for both stages' epochs."""
+    total = params.stage1.epochs + params.stage2.epochs
+    source = params.stage1 if kind == "real" else params.stage2
+    cfg = StageConfig.model_validate({**source.model_dump(), "epochs": total})
+    mode = "real" if kind == "real" else "binary"
+    model = new_model(params, data)
+    start = median_abs_weight(model)
+    result = train_stage(
+        model,
+        data,
+        cfg,
+        mode=mode,
+        seed=params.seed,
+        augment=augmentation(params),
+        device=resolve_device(params.device),
+        track_signs=mode != "real",
+        observers=(record(1, 0),),
+    )
+    return Trained(model, result, cfg, start)
+
+
+def lr_budget(history: list[dict], steps_per_epoch: int) -> float:
+    """The learning rate summed over a stage's optimizer steps (the schedule changes it per epoch)."""
+    return steps_per_epoch * sum(epoch["lr"] for epoch in history)
 
 
 def run_cell(cell: Cell, base: Params, data: PreparedData, stage1_store: Stage1Cache, observer=None) -> dict:
-    """Train one cell; returns its metrics, per-epoch history and end-of-training latent histogram."""
+    """Train one cell; returns its metrics, per-epoch history and end-of-training latent histograms.
+
+    ``stage1_cached`` (whether stage 1 came from the store) depends on which worker got there first:
+    it goes to MLflow, never into the results.
+    """
     params = cell.params(base)
-    device = resolve_device(params.device)
     history: list[dict] = []
 
     def record(stage: int, offset: int):
@@ -147,50 +264,24 @@ def run_cell(cell: Cell, base: Params, data: PreparedData, stage1_store: Stage1C
 
         return observe
 
-    stage1_cached = None
     if cell.kind == "two_stage":
-        stage1 = stage1_store.run(params, data, observers=(record(1, 0),))
-        stage1_cached = stage1.cached
-        stage2 = run_stage2(
-            params,
-            data,
-            stage1.state_dict,
-            stage1.init_signs,
-            teacher=load_teacher(params, data, stage1.teacher_state_dict),
-            observers=(record(2, params.stage1.epochs),),
-        )
-        result, model = stage2.result, stage2.model
+        trained = train_two_stage(params, data, stage1_store, record)
     else:
-        total = params.stage1.epochs + params.stage2.epochs
-        source = params.stage1 if cell.kind == "real" else params.stage2
-        cfg = StageConfig.model_validate({**source.model_dump(), "epochs": total})
-        mode = "real" if cell.kind == "real" else "binary"
-        model = new_model(params, data)
-        result = train_stage(
-            model,
-            data,
-            cfg,
-            mode=mode,
-            seed=params.seed,
-            augment=augmentation(params),
-            device=device,
-            track_signs=mode != "real",
-            observers=(record(1, 0),),
-        )
-    test = evaluate(model, data.test, data, device=device)
-    final = result.final
+        trained = train_one_stage(cell.kind, params, data, record)
+    model, final = trained.model, trained.result.final
+    test = evaluate(model, data.test, data, device=resolve_device(params.device))
+    steps_per_epoch = math.ceil(len(data.train) / trained.last_stage.batch_size)
     return {
         "test_acc": test["acc"],
-        "val_acc": final["val_acc"],
-        "ff_ratio": final.get("ff_ratio", float("nan")),
-        "c2i_ratio": final.get("c2i_stage", float("nan")),
-        "c2i_init": final.get("c2i_init", float("nan")),
-        "changed_from_init": final.get("changed_from_init", float("nan")),
+        **{column: final.get(key, float("nan")) for key, column in FINAL_COLUMNS.items()},
         "saturation": test["saturation"],
-        "stage1_cached": stage1_cached,
-        **latent_mass(model),
+        **latent_measures(model),
+        "median_abs_start": trained.median_abs_start,
+        "lr_budget": lr_budget(trained.result.history, steps_per_epoch),
+        "stage1_cached": trained.stage1_cached,
         "history": history,
-        "histogram": latent_histogram(model, bins=121, limit=1.5),
+        "histogram": latent_histogram(model, bins=HISTOGRAM_BINS, limit=1.5),
+        "rel_histogram": rel_histogram(model, bins=HISTOGRAM_BINS),
     }
 
 
@@ -238,7 +329,7 @@ class AblationRun:
     parent_run_id: str
     store_dir: Path
     cache_dir: Path
-    threads: int
+    workers: int
 
 
 def cell_name(cell: Cell) -> str:
@@ -261,12 +352,12 @@ def final_metrics(result: dict) -> dict[str, float]:
 
 def work(run: AblationRun, worker: int = 0) -> None:
     """Train every cell nobody has stored or claimed; return when all cells are stored."""
-    torch.set_num_threads(run.threads)
     data = prepare(run.params)
     store, stage1_store = CellStore(run.store_dir), Stage1Cache(run.cache_dir)
     tracker = Tracker.from_params(run.params)
     order = list(zip(run.cells, run.keys, strict=True))
-    order = order[worker:] + order[:worker]  # workers start at different cells
+    start = worker * len(order) // run.workers  # far apart, so two rarely wait for one stage 1
+    order = order[start:] + order[:start]
     while True:
         pending = [(cell, key) for cell, key in order if not store.path(key).exists()]
         if not pending:
@@ -285,6 +376,9 @@ def work(run: AblationRun, worker: int = 0) -> None:
                     observer = _epoch_logger(mlrun)
                     try:
                         result = run_cell(cell, run.base, data, stage1_store, observer=observer)
+                        cached = result.pop("stage1_cached")
+                        if cached is not None:
+                            mlrun.set_tags({"stage1_cached": str(cached)})
                     except NonFiniteLossError as exc:  # recorded, not fatal: the ablation goes on
                         result = {"failure": str(exc)}
                         mlrun.set_tags({"failure": str(exc)})
@@ -304,9 +398,12 @@ def _epoch_logger(mlrun):
         "val_loss",
         "val_acc",
         "saturation",
+        "saturation_train",
         "ff_ratio",
         "c2i_stage",
         "c2i_init",
+        "dead_beyond_clip",
+        "dead_zero_grad",
     )
     return lambda epoch: mlrun.log_metrics(
         {k: epoch[k] for k in keys if k in epoch}, step=epoch["step"], prefix=f"stage{epoch['stage']}."
@@ -321,6 +418,21 @@ def watch(store: CellStore, keys: list[str], label: str, stop) -> None:
     bar.close()
 
 
+def parent_run_key(name: str, base: Params, data: PreparedData) -> str:
+    """The tag value that finds the ablation's MLflow parent run (``bnn.run_key``): made of settings
+    and data only, so it is the same in every clone (the run id is not)."""
+    content = f"{name}|{base.training_key('model', 'stage1', 'stage2', 'distill')}|{data.fingerprint()}"
+    return f"ablation-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
+
+
+def stage_budget(params: Params) -> dict[str, int]:
+    return {
+        f"{stage}_{k}": getattr(getattr(params, stage), k)
+        for stage in ("stage1", "stage2")
+        for k in ("epochs", "batch_size")
+    }
+
+
 def run_ablation(
     name: str,
     params: Params,
@@ -331,29 +443,20 @@ def run_ablation(
     store_dir: Path = STORE,
 ) -> pd.DataFrame:
     """Run (or reuse) every cell of ``name``; write ``<out_dir>/<name>.csv`` and ``.json``."""
+    settings = ablation_settings(params, quick)
     base = ablation_base(params, quick)
     cells = expand(name, params, quick)
     data = prepare(params)
     keys = [cell.key(base, data) for cell in cells]
     tracker = Tracker.from_params(params)
-    parent_key = hashlib.sha256(
-        f"{name}|{base.training_key('model', 'stage1', 'stage2', 'distill')}|{data.fingerprint()}".encode()
-    ).hexdigest()[:16]
+    run_key = parent_run_key(name, base, data)
     parent = tracker.find_or_create_parent(
-        f"ablation-{parent_key}",
+        run_key,
         f"ablation {name}",
         {"bnn.kind": "ablation", "ablation": name, "data_hash": data.fingerprint(), "quick": str(quick)},
     )
     run = AblationRun(
-        name,
-        params,
-        base,
-        cells,
-        keys,
-        parent,
-        store_dir / "cells",
-        store_dir / "stage1",
-        threads=max(1, (os.cpu_count() or 1) // workers),
+        name, params, base, cells, keys, parent, store_dir / "cells", store_dir / "stage1", workers
     )
     store = CellStore(run.store_dir)
     run_workers(work, run, workers, lambda stop: watch(store, keys, f"ablation {name}", stop))
@@ -363,18 +466,19 @@ def run_ablation(
         {"ablation": name, "kind": cell.kind, "key": key, **dict(cell.labels), **store.get(key)}
         for cell, key in zip(cells, keys, strict=True)
     ]
-    table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("history", "histogram")} for r in results])
+    series = ("history", "histogram", "rel_histogram")
+    table = pd.DataFrame([{k: v for k, v in r.items() if k not in series} for r in results])
     write_csv(out_dir / f"{name}.csv", table)
-    model = f"{params.model.name} width {params.model.width}"
     summary = {
         "ablation": name,
         "quick": quick,
         "epochs": base.stage1.epochs,
-        "seeds": seeds(params, quick),
+        "budget": stage_budget(cells[0].params(base)),
+        "seeds": seeds(name, settings),
         "data": params.data.name,
-        "model": model,
-        "optimizers": params.ablation.optimizers,
-        "parent_run_id": parent,
+        "model": f"{params.model.name} width {params.model.width}",
+        "optimizers": settings.latent.optimizers if name == "latent" else settings.optimizers,
+        "mlflow_run_key": run_key,
         "cells": results,
     }
     write_json(out_dir / f"{name}.json", summary)
@@ -414,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="ablation.quick_seeds seeds and ablation.quick_epochs epochs per stage",
+        help="ablation.quick_seeds seeds and ablation.quick_epochs epochs per stage (latent included)",
     )
     parser.add_argument(
         "--workers",

@@ -36,7 +36,9 @@ def training_curves(histories: dict[str, pd.DataFrame], path: str | Path) -> Pat
         long = data.melt(
             id_vars=["epoch", "stage"], value_vars=[c for c in columns if c in data], var_name="metric"
         )
-        sns.lineplot(data=long, x="epoch", y="value", hue="metric", style="stage", marker="o", ax=ax)
+        sns.lineplot(  # one value per point: no interval, which seaborn would bootstrap unseeded
+            data=long, x="epoch", y="value", hue="metric", style="stage", marker="o", errorbar=None, ax=ax
+        )
         for start in starts[1:]:
             ax.axvline(start, color="grey", linestyle="--", linewidth=1)
         ax.set_title(title)
@@ -76,7 +78,11 @@ def latent_histograms(histograms: dict[str, dict], path: str | Path) -> Path:
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Without matplotlib's version in the file's metadata: the bytes change only when the pixels do."""
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:]))
+        return atomic_write(
+            path,
+            lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:], metadata={"Software": None}),
+        )
     finally:
         plt.close(fig)

@@ -1,8 +1,11 @@
 """Statistics for a multi-seed ablation study, and claim verdicts computed from them.
 
 Every estimate carries a confidence interval, and every verdict is derived from intervals or
-(Holm-adjusted) p-values, never written by hand. A verdict is one of "supported", "contradicted"
-or "inconclusive"; too few seeds give nan intervals, which are always "inconclusive".
+(Holm-adjusted) p-values, never written by hand. A verdict is one of "supported", "contradicted",
+"inconclusive" or "untestable at this budget" (the runs' training budget cannot reach the state the
+claim is about; decided by the claim, not by an interval); too few seeds give nan intervals, which
+are always "inconclusive". Power (the smallest difference the seeds can detect) and the shape of a
+trend (a straight line against any shape, by a lack-of-fit F-test) are measured too.
 
 >>> a = [71.2, 70.8, 71.9, 71.4, 70.9]  # accuracy of cell A over five seeds
 >>> b = [70.1, 69.9, 70.6, 70.5, 69.8]  # accuracy of cell B over the same seeds
@@ -17,6 +20,12 @@ True
 'supported'
 >>> holm([0.01, 0.04, 0.03])
 [0.03, 0.06, 0.06]
+>>> round(minimum_detectable_effect(np.subtract(a, b)), 2)  # at 5 seeds, power 0.8
+0.28
+>>> seed = [0, 0, 0, 1, 1, 1]  # y at x = 0, 1, 2 for two seeds; each seed its own intercept
+>>> fit = fit_linear([0, 1, 2, 0, 1, 2], [0.1, 1.0, 2.1, 0.0, 1.1, 1.9], blocks=seed)
+>>> round(fit.r2, 3), fit.dof, round(fit.p, 2), shape_verdict(fit)
+(0.994, (1, 2), 0.81, 'shape consistent')
 """
 
 from __future__ import annotations
@@ -24,14 +33,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 Values = Sequence[float] | np.ndarray
-Verdict = Literal["supported", "contradicted", "inconclusive"]
+Verdict = Literal["supported", "contradicted", "inconclusive", "untestable at this budget"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+UNTESTABLE: Verdict = "untestable at this budget"
 BestCell = Literal["best", "tied within noise", "beaten"]
+ShapeVerdict = Literal["shape consistent", "shape rejected", "shape untested"]
 
 BEST_CELL_CLAIM: dict[str, Verdict] = {
     "best": "supported",
@@ -136,6 +148,123 @@ def slope(x: Values, y: Values, confidence: float = 0.95) -> Estimate:
     if n < 3:
         return Estimate(float(fit.slope), NAN, NAN, n)
     return _t_estimate(fit.slope, fit.stderr, n - 2, n, confidence)
+
+
+def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at level ``alpha`` against a true mean difference
+    ``effect``, for n pairs whose differences have standard deviation ``sd``:
+
+        P(|T| > t_{1-alpha/2, n-1}),  T ~ noncentral t(n - 1, effect * sqrt(n) / sd).
+    """
+    dof = n - 1
+    critical = stats.t.ppf(1 - alpha / 2, dof)
+    noncentrality = effect * math.sqrt(n) / sd
+    # The lower tail P(T < -c | nc) is taken as P(T > c | -nc): scipy's nct.cdf can return nan there.
+    return float(stats.nct.sf(critical, dof, noncentrality) + stats.nct.sf(critical, dof, -noncentrality))
+
+
+def minimum_detectable_effect(differences: Values, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired t-test on these pairs detects with
+    probability ``power``, given the sample standard deviation sd of the n paired differences.
+
+    The textbook approximation is MDE = (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n); this
+    solves the exact equation ``paired_t_power(MDE, sd, n, alpha) == power`` (noncentral t), which
+    is about 1 % larger at 5 pairs and the same for many. n < 2 gives nan; sd = 0 gives 0.
+    """
+    if not 0 < alpha < power < 1:
+        raise ValueError(f"need 0 < alpha < power < 1, got alpha {alpha}, power {power}")
+    d = _vector(differences)
+    n = len(d)
+    if n < 2:
+        return NAN
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        return 0.0
+    upper = (stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n)
+    while paired_t_power(upper, sd, n, alpha) < power:
+        upper *= 2
+    return float(optimize.brentq(lambda effect: paired_t_power(effect, sd, n, alpha) - power, 0.0, upper))
+
+
+def binomial_se(accuracy: float, n: int) -> float:
+    """Standard error of one accuracy measured on n independent test samples: sqrt(p (1 - p) / n)."""
+    return math.sqrt(accuracy * (1 - accuracy) / n)
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """y = (intercept of its block) + slope * x by least squares, and the lack-of-fit F-test.
+
+    ``r2``: share of the within-block variance of y that the slope explains; ``residual_sd``: the
+    residual standard deviation on the linear model's degrees of freedom; ``f``, ``dof`` (lack of
+    fit, pure error) and ``p``: the lack-of-fit test; ``x`` and ``residuals``: one per observation.
+    """
+
+    r2: float
+    residual_sd: float
+    f: float
+    dof: tuple[int, int]
+    p: float
+    x: np.ndarray
+    residuals: np.ndarray
+
+
+def _indicators(labels: np.ndarray) -> np.ndarray:
+    """One 0/1 column per distinct label."""
+    _, codes = np.unique(labels, return_inverse=True)
+    return np.eye(codes.max() + 1)[codes.reshape(-1)]
+
+
+def _least_squares(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
+    """Residuals of y on the design's columns, and the design's rank."""
+    coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    return y - design @ coef, int(rank)
+
+
+def fit_linear(x: Values, y: Values, blocks: Values | None = None) -> LinearFit:
+    """Is y linear in x? Three nested least-squares models, each with an intercept per block (a
+    seed, say, so seed-to-seed offsets are not mistaken for misfit; one block if None):
+
+    - blocks only;
+    - linear: blocks + slope * x;
+    - saturated: blocks + one mean per distinct x (any shape at all).
+
+    The pure-error lack-of-fit test: F = [(RSS_linear - RSS_saturated) / df_lof] / [RSS_saturated /
+    df_pe], df_lof = rank_saturated - rank_linear (levels - 2 in a complete design) and df_pe =
+    n - rank_saturated (replicates at one x, e.g. seeds, measure the pure error); a small p rejects
+    the straight line. With fewer than 3 distinct x or no replicates, f and p are nan; with a
+    single distinct x everything is nan.
+    """
+    x, y = _paired(x, y)
+    labels = np.zeros(len(x)) if blocks is None else np.asarray(blocks).reshape(-1)
+    if len(labels) != len(x):
+        raise ValueError(f"blocks differ in length from x: {len(labels)} != {len(x)}")
+    if len(x) == 0 or np.ptp(x) == 0:
+        return LinearFit(NAN, NAN, NAN, (0, 0), NAN, x, np.full(len(x), NAN))
+    base = _indicators(labels)
+    scaled = (x - x.mean()) / x.std()  # residuals do not depend on x's scale; lstsq is better conditioned
+    within, _ = _least_squares(base, y)
+    linear, rank_linear = _least_squares(np.column_stack([base, scaled]), y)
+    saturated, rank_saturated = _least_squares(np.column_stack([base, _indicators(x)]), y)
+    rss_within, rss_linear, rss_saturated = (float(r @ r) for r in (within, linear, saturated))
+    n = len(y)
+    dof = (rank_saturated - rank_linear, n - rank_saturated)
+    f = p = NAN
+    if min(dof) > 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = float(np.divide((rss_linear - rss_saturated) / dof[0], rss_saturated / dof[1]))
+        p = float(stats.f.sf(f, *dof))
+    r2 = 1 - rss_linear / rss_within if rss_within > 0 else NAN
+    sd = math.sqrt(rss_linear / (n - rank_linear)) if n > rank_linear else NAN
+    return LinearFit(r2, sd, f, dof, p, x, linear)
+
+
+def shape_verdict(fit: LinearFit, alpha: float = 0.05) -> ShapeVerdict:
+    """ "shape rejected" if the lack-of-fit p-value is below alpha, "shape consistent" if not, and
+    "shape untested" when the test has no degrees of freedom (p is nan)."""
+    if math.isnan(fit.p):
+        return "shape untested"
+    return "shape rejected" if fit.p < alpha else "shape consistent"
 
 
 def holm(pvalues: Values) -> list[float]:

@@ -7,11 +7,17 @@ Metrics are logged per epoch in one ``log_batch`` call (one ``log_metric`` costs
 The store is ``tracking.uri`` from params, else ``$MLFLOW_TRACKING_URI``, else an SQLite file
 ``mlflow.db`` at the project root (absolute, so DVC stages run from anywhere share it), with
 artifacts in ``mlartifacts/`` beside it.
+
+Every run is tagged with the project's commit (``mlflow.source.git.commit``, as MLflow expects it)
+and ``bnn.git_dirty``: whether tracked sources differ from that commit. What the pipeline itself
+writes (DVC outputs, ``dvc.lock``) does not count, so the first run of a fresh clone is clean.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -22,6 +28,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from ruamel.yaml import YAML, YAMLError
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -36,6 +43,7 @@ class TrackingError(ValueError):
 
 
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
+GIT_DIRTY_TAG = "bnn.git_dirty"
 RUN_KEY_TAG = "bnn.run_key"
 
 
@@ -43,22 +51,58 @@ def tracking_uri(configured: str | None = None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
+def _git(*args: str) -> str:
+    # --no-optional-locks: a status check never takes .git/index.lock from a concurrent `git add`
+    command = ["git", "--no-optional-locks", *args]
+    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
+
+
 def git_commit() -> str:
-    """The project's HEAD commit, with ``-dirty`` when tracked files changed; ``unknown`` outside git."""
+    """The project's HEAD commit; ``unknown`` outside git."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        return _git("rev-parse", "HEAD").strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return f"{commit}-dirty" if dirty else commit
+
+
+def pipeline_outputs() -> list[str]:
+    """What ``dvc repro`` writes, as globs relative to the project: ``dvc.lock`` and every stage's
+    outs, metrics and plots in ``dvc.yaml`` (``${item}`` of a ``foreach`` stage becomes ``*``)."""
+    try:
+        stages = (YAML(typ="safe").load(PROJECT_ROOT / "dvc.yaml") or {}).get("stages") or {}
+    except (OSError, YAMLError):
+        stages = {}
+    paths = ["dvc.lock"]
+    for stage in stages.values():
+        body = stage.get("do", stage)  # a foreach stage holds its definition under `do`
+        wdir = body.get("wdir", ".")
+        for field in ("outs", "metrics", "plots"):
+            for out in body.get(field) or []:
+                path = next(iter(out)) if isinstance(out, dict) else out
+                paths.append(posixpath.normpath(posixpath.join(wdir, re.sub(r"\$\{[^}]*\}", "*", path))))
+    return paths
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files other than the pipeline's outputs differ from HEAD; None outside git.
+
+    Untracked files and the outputs (which every stage rewrites and DVC stages into the index) are
+    left out: a stage run from a clean checkout is not dirty because an earlier stage wrote results.
+    """
+    excluded = [f":(exclude,glob){path}" for path in pipeline_outputs()]
+    try:
+        return bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded).strip())
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def git_tags() -> dict[str, str]:
+    """The commit tag (never suffixed: MLflow reserves it for a commit id) and ``bnn.git_dirty``."""
+    dirty = git_dirty()
+    tags = {GIT_COMMIT_TAG: git_commit()}
+    if dirty is not None:
+        tags[GIT_DIRTY_TAG] = str(dirty).lower()
+    return tags
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -124,9 +168,19 @@ class Tracker:
         if found:
             return found[0].info.run_id
         run = self.client.create_run(
-            self.experiment_id, run_name=name, tags={RUN_KEY_TAG: key, GIT_COMMIT_TAG: git_commit(), **tags}
+            self.experiment_id, run_name=name, tags={RUN_KEY_TAG: key, **git_tags(), **tags}
         )
         return run.info.run_id
+
+    def latest_run(self, tag: str, value: str) -> str | None:
+        """The id of the newest run tagged ``tag = value``, None when there is none."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{tag}` = '{value}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
 
     @contextmanager
     def child(
@@ -136,7 +190,7 @@ class Tracker:
 
         The parent's status follows its latest child, so an interrupted pipeline never shows as running.
         """
-        run_tags = {GIT_COMMIT_TAG: git_commit(), **dict(tags)}
+        run_tags = {**git_tags(), **dict(tags)}
         if parent_id:
             run_tags[PARENT_TAG] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=run_tags)

@@ -3,7 +3,8 @@
 A module-scoped fixture copies the project's code and ``dvc.yaml`` into a temporary git + DVC repository,
 writes a small ``params.yaml`` derived from the real one (digits, a 32-wide MLP, two epochs per stage) and
 runs ``dvc repro`` once. The tests then read its results and drive DVC further, in file order: a no-op
-repro, a change to one stage's params, a ``dvc exp run``, and a params file that fails validation.
+repro, the pipeline re-run from scratch over its committed results (as the first ``make repro`` of a
+fresh clone), a change to one stage's params, a ``dvc exp run``, and a params file that fails validation.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import pytest
 from ruamel.yaml import YAML
 
 from study.config import validate_params
+from study.stats import VERDICTS
 
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 STAGES = ["prepare", "stage1", "stage2", "evaluate"]
-STUDY_STAGES = ["ablate@wd", "ablate@optimizer", "ablate@stages", "report"]
+STUDY_STAGES = ["ablate@wd", "ablate@optimizer", "ablate@stages", "ablate@latent", "report"]
 RUNNING = re.compile(r"^Running stage '([^']+)':", re.MULTILINE)
 EVALUATE_KEYS = {"test_acc", "val_acc", "ff_ratio", "c2i_ratio", "changed_from_init", "saturation"}
 TIMEOUT = 600  # seconds per command: generous, only there so a hang fails instead of blocking CI
@@ -37,6 +39,12 @@ TIMEOUT = 600  # seconds per command: generous, only there so a hang fails inste
 def stages_run(output: str) -> list[str]:
     """The stages DVC ran, in order, from its ``Running stage '...':`` lines."""
     return RUNNING.findall(output)
+
+
+def locked_md5s(project: Project) -> dict[str, str]:
+    """``{output path: md5}`` of every stage output recorded in ``dvc.lock``."""
+    lock = YAML(typ="safe").load(project.root / "dvc.lock")
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
 def tiny_params() -> dict:
@@ -50,8 +58,10 @@ def tiny_params() -> dict:
     params["distill"]["enabled"] = False
     params["tracking"]["uri"] = None  # the default store: <project root>/mlflow.db
     params["device"] = "cpu"
-    params["ablation"].update(seeds=3, epochs=1, workers=1)  # the reproduction study, shrunk likewise
+    params["ablation"].update(seeds=3, epochs=2, workers=1)  # the reproduction study, shrunk likewise
+    params["ablation"]["optimizers"] = {"adam": {"lr": [2.0e-3]}, "sgd": {"lr": [0.1], "momentum": 0.9}}
     params["ablation"]["weight_decay"].update(stage1=[0.0, 5.0e-6], stage2=[0.0])
+    params["ablation"]["latent"].update(seeds=3, epochs=2, batch_size=64)
     return params
 
 
@@ -141,8 +151,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     assert shutil.which("dvc", path=env["PATH"]) == str(VENV_BIN / "dvc"), "run with the venv's python"
     for folder in ("bnn", "study", "pipelines"):
         shutil.copytree(PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(PROJECT / "dvc.yaml", root / "dvc.yaml")
-    (root / ".gitignore").write_text("__pycache__/\n/mlflow.db\n/mlartifacts/\n")
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy2(PROJECT / name, root / name)
     proj = Project(root, env)
     proj.write_params(tiny_params())
 
@@ -152,7 +162,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     proj.git("config", "commit.gpgsign", "false")
     proj.commit("project")
     proj.dvc("init", "-q")
-    proj.dvc("config", "core.analytics", "false")
+    shutil.copy2(PROJECT / ".dvc" / "config", root / ".dvc" / "config")  # as a clone has it: autostage
     proj.commit("dvc init")
 
     proj.first_commit = proj.git("rev-parse", "HEAD")
@@ -171,10 +181,9 @@ def test_repro_runs_every_stage(project: Project) -> None:
     summary = json.loads((project.root / "data/prepared/summary.json").read_text())
     assert summary["name"] == "digits"
     report = (project.root / "reports/reproduction.md").read_text()
-    for claim in ("1a", "1b", "2a", "2b", "3", "4a", "4b", "5", "6"):
-        assert re.search(rf"^\| {claim} \|.*\*\*(supported|contradicted|inconclusive)\*\*", report, re.M), (
-            claim
-        )
+    verdict = "|".join(re.escape(v) for v in VERDICTS)
+    for claim in ("1a", "1b", "2a", "2b", "3", "4a", "4b", "5", "6a", "6b", "6c"):
+        assert re.search(rf"^\| {claim} \|.*\*\*({verdict})\*\*", report, re.M), claim
 
 
 def test_evaluate_metrics(project: Project) -> None:
@@ -222,6 +231,7 @@ def test_mlflow_run_tree(project: Project) -> None:
     fingerprint = json.loads((project.root / "data/prepared/summary.json").read_text())["fingerprint"]
     assert parent.data.tags["data_hash"] == fingerprint
     assert parent.data.tags["mlflow.source.git.commit"] == project.first_commit
+    assert parent.data.tags["bnn.git_dirty"] == "false"
     for key in ("test_acc", "ff_ratio", "c2i_ratio"):
         assert parent.data.metrics[key] == pytest.approx(project.first_metrics[key]), key
 
@@ -231,6 +241,13 @@ def test_mlflow_run_tree(project: Project) -> None:
     by_name = {run.info.run_name: run for run in children}
     assert sorted(by_name) == ["evaluate", "stage1", "stage2"]
     assert all(run.info.status == "FINISHED" for run in children)
+    assert all(run.data.tags["bnn.git_dirty"] == "false" for run in children)
+    # Checkpoints hold no run id: runs are linked to them by the md5 DVC records in dvc.lock.
+    md5 = locked_md5s(project)
+    for stage in ("stage1", "stage2"):
+        assert by_name[stage].data.tags["bnn.checkpoint_md5"] == md5[f"runs/{stage}/model.pt"]
+        assert parent.data.tags[f"{stage}_run_id"] == by_name[stage].info.run_id
+    assert by_name["stage2"].data.tags["stage1_run_id"] == by_name["stage1"].info.run_id
     for stage in ("stage1", "stage2"):
         run_id = by_name[stage].info.run_id
         for metric in ("ff_ratio", "val_acc"):
@@ -245,6 +262,34 @@ def test_second_repro_runs_nothing(project: Project) -> None:
     for stage in STAGES + STUDY_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
     assert "Data and pipelines are up to date" in proc.stdout
+
+
+def test_rerun_over_committed_results_rewrites_the_same_bytes_and_leaves_git_clean(project: Project) -> None:
+    """The first ``make repro`` of a fresh clone: the pipeline re-made from scratch over its committed
+    results writes byte-identical outputs (the same md5s in dvc.lock), and its runs are not dirty."""
+    project.commit("tiny pipeline results")
+    head = project.git("rev-parse", "HEAD")
+    before = locked_md5s(project)
+    proc = project.dvc("repro", "--force", "evaluate")
+    assert stages_run(proc.stdout) == STAGES
+    assert locked_md5s(project) == before
+    assert project.git("status", "--porcelain") == "", "the re-run changed tracked or unignored files"
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project.root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bnn-study")
+    (parent,) = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`bnn.kind` = 'pipeline' and tags.`mlflow.source.git.commit` = '{head}'",
+    )
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert sorted(run.info.run_name for run in runs) == ["evaluate", "stage1", "stage2"]
+    for run in [parent, *runs]:
+        assert run.data.tags["mlflow.source.git.commit"] == head, run.info.run_name
+        assert run.data.tags["bnn.git_dirty"] == "false", run.info.run_name
 
 
 def test_stage2_param_change_reruns_only_stage2_and_evaluate(project: Project) -> None:

@@ -9,19 +9,27 @@ import pytest
 from study import stats
 from study.stats import (
     BEST_CELL_CLAIM,
+    UNTESTABLE,
+    VERDICTS,
     Estimate,
     best_cell_verdict,
+    binomial_se,
     direction_verdict,
+    fit_linear,
     holm,
     mean_ci,
+    minimum_detectable_effect,
     non_inferiority_verdict,
     paired_difference,
+    paired_t_power,
+    shape_verdict,
     slope,
     spearman,
 )
 
 NAN = float("nan")
 T_975_2DOF = 4.302652729749462  # Student t quantile: 0.975 level, 2 degrees of freedom (from a table)
+T_975_4DOF, T_80_4DOF = 2.776445105, 0.940964577  # 0.975 and 0.8 quantiles, 4 degrees of freedom (table)
 
 
 def test_module_doctest():
@@ -186,3 +194,130 @@ def test_best_cell_planted_better_other():
 def test_best_cell_requires_comparisons():
     with pytest.raises(ValueError, match="no cells"):
         best_cell_verdict("adam", {})
+
+
+def test_untestable_is_a_verdict():
+    assert VERDICTS == ("supported", "contradicted", "inconclusive", "untestable at this budget")
+    assert UNTESTABLE in VERDICTS
+
+
+# --- power ------------------------------------------------------------------------------------------
+
+
+def _differences(sd: float, n: int) -> np.ndarray:
+    """n paired differences with sample standard deviation exactly ``sd``."""
+    d = np.arange(n, dtype=float)
+    return (d - d.mean()) / d.std(ddof=1) * sd
+
+
+def test_mde_matches_the_textbook_formula_at_five_seeds():
+    """(t_{0.975,4} + t_{0.8,4}) * sd / sqrt(5) from table quantiles; the exact noncentral-t solve
+    is slightly larger (the formula ignores the noncentral t's skew) and has exactly power 0.8."""
+    formula = (T_975_4DOF + T_80_4DOF) * 0.004 / math.sqrt(5)
+    assert formula == pytest.approx(0.0066499, abs=1e-6)
+    mde = minimum_detectable_effect(_differences(0.004, 5))
+    assert formula < mde < 1.02 * formula
+    assert paired_t_power(mde, 0.004, 5) == pytest.approx(0.8, abs=1e-6)
+
+
+def test_mde_converges_to_the_formula_with_many_seeds():
+    from scipy import stats as scipy_stats
+
+    n = 100
+    formula = (scipy_stats.t.ppf(0.975, n - 1) + scipy_stats.t.ppf(0.8, n - 1)) / math.sqrt(n)
+    assert minimum_detectable_effect(_differences(1.0, n)) == pytest.approx(formula, rel=1e-3)
+
+
+def test_mde_known_value_and_scaling():
+    # Ten pairs: a standardised effect of 0.996 (as power tables give for a paired t-test, n = 10).
+    assert minimum_detectable_effect(_differences(1.0, 10)) == pytest.approx(0.996, abs=1e-3)
+    assert minimum_detectable_effect(_differences(2.0, 10)) == pytest.approx(2 * 0.996, abs=2e-3)
+    # Higher power or a stricter alpha needs a larger effect.
+    base = minimum_detectable_effect(_differences(1.0, 10))
+    assert minimum_detectable_effect(_differences(1.0, 10), power=0.9) > base
+    assert minimum_detectable_effect(_differences(1.0, 10), alpha=0.01) > base
+
+
+def test_mde_edge_cases():
+    assert minimum_detectable_effect([0.01, 0.01, 0.01]) == 0.0  # no variance: any difference shows
+    assert math.isnan(minimum_detectable_effect([0.01]))
+    with pytest.raises(ValueError, match="power"):
+        minimum_detectable_effect([1, 2, 3], alpha=0.9, power=0.8)
+
+
+def test_paired_t_power_is_alpha_at_no_effect_and_rises():
+    assert paired_t_power(0.0, 1.0, 5) == pytest.approx(0.05)
+    assert paired_t_power(1.0, 1.0, 5) < paired_t_power(2.0, 1.0, 5) < paired_t_power(2.0, 1.0, 10)
+    assert paired_t_power(50.0, 1.0, 5) == pytest.approx(1.0)
+
+
+def test_binomial_se_of_one_accuracy():
+    assert binomial_se(0.97, 1000) == pytest.approx(math.sqrt(0.97 * 0.03 / 1000))
+    assert binomial_se(0.97, 1000) == pytest.approx(0.0053944, abs=1e-7)
+    assert binomial_se(1.0, 1000) == 0.0
+
+
+# --- shapes: straight line against any shape ------------------------------------------------------
+
+LEVELS = np.array([0.0, 1e-4, 1e-3, 3e-3, 1e-2])  # an uneven grid, as weight decays are
+
+
+def _curves(shape, seeds: int = 4, noise: float = 0.01, seed: int = 0):
+    """y = shape(x) + a per-seed offset + noise at every level for every seed."""
+    rng = np.random.default_rng(seed)
+    x = np.tile(LEVELS, seeds)
+    blocks = np.repeat(np.arange(seeds), len(LEVELS))
+    y = shape(x) + rng.normal(0, 0.5, seeds)[blocks] + rng.normal(0, noise, len(x))
+    return x, y, blocks
+
+
+def test_lack_of_fit_accepts_a_straight_line_with_noise():
+    x, y, blocks = _curves(lambda x: 2.0 - 100 * x)
+    fit = fit_linear(x, y, blocks)
+    assert fit.dof == (len(LEVELS) - 2, (4 - 1) * (len(LEVELS) - 1))
+    assert fit.p >= 0.05 and shape_verdict(fit) == "shape consistent"
+    assert fit.r2 > 0.99
+    assert fit.residual_sd == pytest.approx(0.01, rel=0.5)
+    assert len(fit.residuals) == len(x) and abs(fit.residuals.mean()) < 1e-12
+
+
+def test_lack_of_fit_rejects_a_curve():
+    x, y, blocks = _curves(lambda x: 2.0 - 100 * x + 1.0e4 * x**2)
+    fit = fit_linear(x, y, blocks)
+    assert fit.p < 1e-6 and shape_verdict(fit) == "shape rejected"
+    # The curve shows in the residuals: the mean residual per level is not flat.
+    means = [fit.residuals[fit.x == level].mean() for level in LEVELS]
+    assert max(means) - min(means) > 0.05
+
+
+def test_lack_of_fit_nominal_rate_under_a_straight_line():
+    rejected = sum(fit_linear(*_curves(lambda x: 1.0 + 50 * x, seed=seed)).p < 0.05 for seed in range(200))
+    assert rejected / 200 <= 0.1  # 0.05 expected
+
+
+def test_lack_of_fit_matches_the_textbook_pure_error_test_with_one_block():
+    """Without blocks: RSS of the least-squares line against the within-level (pure error) RSS."""
+    from scipy import stats as scipy_stats
+
+    x = np.repeat([0.0, 1.0, 2.0, 4.0], 3)
+    y = np.array([1.0, 1.2, 0.9, 2.1, 1.8, 2.0, 2.8, 3.1, 3.0, 4.1, 3.8, 4.4])
+    fit = fit_linear(x, y)
+    line = np.polyval(np.polyfit(x, y, 1), x)
+    rss_line = float(((y - line) ** 2).sum())
+    pure = sum(float(((y[x == v] - y[x == v].mean()) ** 2).sum()) for v in np.unique(x))
+    f = ((rss_line - pure) / 2) / (pure / 8)
+    assert fit.dof == (2, 8)
+    assert fit.f == pytest.approx(f)
+    assert fit.p == pytest.approx(scipy_stats.f.sf(f, 2, 8))
+    assert fit.residual_sd == pytest.approx(math.sqrt(rss_line / 10))
+
+
+def test_lack_of_fit_without_degrees_of_freedom_is_untested():
+    no_replicates = fit_linear([0, 1, 2, 3], [0.0, 1.1, 1.9, 3.2])
+    assert math.isnan(no_replicates.p) and shape_verdict(no_replicates) == "shape untested"
+    two_levels = fit_linear([0, 1, 0, 1], [0.0, 1.0, 0.1, 1.2])
+    assert two_levels.dof[0] == 0 and shape_verdict(two_levels) == "shape untested"
+    one_level = fit_linear([1, 1, 1], [0.0, 1.0, 2.0])
+    assert math.isnan(one_level.r2) and shape_verdict(one_level) == "shape untested"
+    with pytest.raises(ValueError, match="blocks"):
+        fit_linear([0, 1, 2], [0, 1, 2], blocks=[0, 1])

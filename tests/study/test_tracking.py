@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.common import epoch_logger, pipeline_parent
+from study import tracking
 from study.config import DEFAULT_PARAMS, PROJECT_ROOT, read_yaml, validate_params
 from study.runner import run_stage1, run_stage2
 from study.tracking import (
     GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
     PARENT_TAG,
     RUN_KEY_TAG,
     Tracker,
     flatten,
     git_commit,
+    git_tags,
+    pipeline_outputs,
     tracking_uri,
 )
 
@@ -75,6 +81,122 @@ def test_experiment_artifacts_live_beside_the_sqlite_file(tracker, store_uri):
     assert experiment.artifact_location.endswith(f"{db_folder}/mlartifacts")
     # A second tracker on the same experiment reuses it.
     assert Tracker(store_uri, experiment=experiment.name).experiment_id == tracker.experiment_id
+
+
+# --- the commit and whether the checkout is dirty -------------------------------------------------
+
+DVC_YAML = """
+stages:
+  prepare:
+    cmd: python -m pipelines.prepare
+    deps: [pipelines/prepare.py]
+    outs:
+      - data/prepared/data.pt:
+          persist: true
+      - data/prepared/summary.json:
+          cache: false
+    metrics:
+      - runs/metrics.json:
+          cache: false
+    plots:
+      - runs/curves.png
+  ablate:
+    foreach: [wd, optimizer]
+    do:
+      cmd: python -m study.ablate ${item}
+      outs:
+        - reports/ablations/${item}.csv:
+            cache: false
+  report:
+    cmd: python -m study.report
+    wdir: reports
+    outs:
+      - figures
+"""
+
+
+def git(root: Path, *args: str) -> str:
+    identity = ["-c", "user.name=tests", "-c", "user.email=tests@invalid", "-c", "commit.gpgsign=false"]
+    return subprocess.run(
+        ["git", *identity, *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch) -> Path:
+    """A committed project with its pipeline's outputs and dvc.lock, as a fresh clone has them."""
+    root = tmp_path / "project"
+    files = {
+        "dvc.yaml": DVC_YAML,
+        "dvc.lock": "schema: '2.0'\n",
+        "params.yaml": "seed: 0\n",
+        "pipelines/prepare.py": "print('prepare')\n",
+        "data/prepared/summary.json": "{}\n",
+        "runs/metrics.json": "{}\n",
+        "reports/ablations/wd.csv": "acc\n0.5\n",
+        "reports/figures/heatmap.png": "png",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "project and results")
+    monkeypatch.setattr(tracking, "PROJECT_ROOT", root)
+    return root
+
+
+def test_pipeline_outputs_are_read_from_dvc_yaml(checkout):
+    assert pipeline_outputs() == [
+        "dvc.lock",
+        "data/prepared/data.pt",
+        "data/prepared/summary.json",
+        "runs/metrics.json",
+        "runs/curves.png",
+        "reports/ablations/*.csv",
+        "reports/figures",
+    ]
+
+
+def test_outputs_rewritten_by_the_pipeline_do_not_make_a_checkout_dirty(checkout):
+    # The first run of a fresh clone: every stage rewrites its outputs, DVC updates dvc.lock and
+    # (core.autostage) stages it, and the run leaves untracked files (mlflow.db, caches).
+    for name in ("data/prepared/summary.json", "runs/metrics.json", "reports/ablations/wd.csv"):
+        (checkout / name).write_text("changed\n")
+    (checkout / "reports/figures/heatmap.png").write_text("other pixels")
+    (checkout / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    git(checkout, "add", "dvc.lock")
+    (checkout / "mlflow.db").write_text("")
+    head = git(checkout, "rev-parse", "HEAD")
+    assert git_tags() == {GIT_COMMIT_TAG: head, GIT_DIRTY_TAG: "false"}
+
+
+@pytest.mark.parametrize("changed", ["pipelines/prepare.py", "params.yaml", "dvc.yaml"])
+def test_changed_sources_make_a_checkout_dirty_and_the_commit_stays_a_commit(checkout, changed):
+    (checkout / changed).write_text((checkout / changed).read_text() + "# edited\n")
+    head = git(checkout, "rev-parse", "HEAD")
+    assert git_tags() == {GIT_COMMIT_TAG: head, GIT_DIRTY_TAG: "true"}
+    git(checkout, "add", changed)  # staged but not committed: still dirty
+    assert git_tags()[GIT_DIRTY_TAG] == "true"
+
+
+def test_outside_git_the_commit_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    monkeypatch.setattr(tracking, "PROJECT_ROOT", tmp_path)
+    assert git_tags() == {GIT_COMMIT_TAG: "unknown"}
+
+
+def test_runs_are_tagged_with_the_commit_and_dirtiness(tracker, checkout):
+    head = git(checkout, "rev-parse", "HEAD")
+    parent = tracker.find_or_create_parent("key", "pipeline", {})
+    with tracker.child(parent, "stage1") as clean:
+        pass
+    (checkout / "pipelines/prepare.py").write_text("print('edited')\n")
+    with tracker.child(parent, "stage1") as dirty:
+        pass
+    tags = {run: tracker.client.get_run(run).data.tags for run in (parent, clean.run_id, dirty.run_id)}
+    assert {t[GIT_COMMIT_TAG] for t in tags.values()} == {head}
+    assert [t[GIT_DIRTY_TAG] for t in tags.values()] == ["false", "false", "true"]
 
 
 # --- parents ----------------------------------------------------------------------------------------
@@ -171,6 +293,17 @@ def test_interrupted_child_is_killed(tracker):
     assert child.info.status == "KILLED"
     assert "failure" not in child.data.tags
     assert status(tracker, parent) == "KILLED"
+
+
+def test_latest_run_finds_the_newest_run_with_a_tag(tracker):
+    assert tracker.latest_run("bnn.checkpoint_md5", "abc") is None
+    runs = []
+    for _ in range(2):
+        with tracker.child(None, "stage1", tags={"bnn.checkpoint_md5": "abc"}) as run:
+            runs.append(run.run_id)
+    with tracker.child(None, "stage1", tags={"bnn.checkpoint_md5": "def"}):
+        pass
+    assert tracker.latest_run("bnn.checkpoint_md5", "abc") == runs[-1]
 
 
 def test_run_logger_writes_into_an_existing_run(tracker):
