@@ -476,6 +476,7 @@ def run_ablation(
         "budget": stage_budget(cells[0].params(base)),
         "seeds": seeds(name, settings),
         "data": params.data.name,
+        "test_size": len(data.test),
         "model": f"{params.model.name} width {params.model.width}",
         "optimizers": settings.latent.optimizers if name == "latent" else settings.optimizers,
         "mlflow_run_key": run_key,

@@ -372,6 +372,7 @@ def test_ablations_write_tables_with_every_metric(ablated):
         summary = json.loads((out / f"{name}.json").read_text())
         assert summary["ablation"] == name and summary["quick"] is True
         assert summary["seeds"] == [0, 1, 2] and summary["epochs"] == 1 and summary["data"] == "digits"
+        assert summary["test_size"] > 0  # the report's test-set floor needs it
         assert [c["key"] for c in summary["cells"]] == list(table["key"])
         for cell in summary["cells"]:
             # Two epochs in all, whatever the kind: 1 + 1 in two stages, or 2 in one.
