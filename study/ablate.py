@@ -118,7 +118,8 @@ def ablation_settings(params: Params, quick: bool) -> AblationConfig:
     if not quick:
         return settings
     short = {"seeds": settings.quick_seeds, "epochs": settings.quick_epochs}
-    return settings.model_copy(update={**short, "latent": settings.latent.model_copy(update=short)})
+    latent = settings.latent.model_copy(update=short)
+    return settings.model_copy(update={**short, "seeds_by_ablation": {}, "latent": latent})
 
 
 def ablation_base(params: Params, quick: bool) -> Params:
@@ -128,7 +129,9 @@ def ablation_base(params: Params, quick: bool) -> Params:
 
 
 def seeds(name: str, settings: AblationConfig) -> list[int]:
-    return list(range(settings.latent.seeds if name == "latent" else settings.seeds))
+    if name == "latent":
+        return list(range(settings.latent.seeds))
+    return list(range(settings.seeds_by_ablation.get(name, settings.seeds)))
 
 
 def optimizer_overrides(stages: tuple[str, ...], optimizer: str, settings: dict[str, Any]) -> tuple:

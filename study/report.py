@@ -460,7 +460,7 @@ computed from the runs, none is written by hand.*
 - **Training**: {first["epochs"]} epochs per stage (two-stage cells: stage 1 binary activations
   with real weights, then stage 2 fully binary from stage 1's weights); one-stage and real-valued
   cells train {2 * first["epochs"]} epochs. Adam with linear decay unless stated.
-- **Seeds**: {len(first["seeds"])} per cell{" (quick run)" if first["quick"] else ""};
+- **Seeds** per cell: {_seeds_text(ablations)}{" (quick run)" if first["quick"] else ""};
   {sum(len(f) for f in frames.values())} runs in all, {failures} failed (NaN or infinite loss).
 - **Optimizers** (claim 4): {_optimizer_text(ablations["optimizer"])}. Each optimizer and network
   trains at every learning rate of its list over all seeds; the learning rate with the highest mean
@@ -585,6 +585,11 @@ the clip) and the fraction whose loss gradient was zero at every step of the las
 """
     atomic_write(report, lambda tmp: tmp.write_text(text))
     return report, list(figures.values()), claims
+
+
+def _seeds_text(ablations: dict[str, dict]) -> str:
+    """``wd 15, optimizer 16, ...``: each ablation's seed count (they may differ: seeds_by_ablation)."""
+    return ", ".join(f"{name} {len(ablation['seeds'])}" for name, ablation in ablations.items())
 
 
 def _optimizer_text(ablation: dict) -> str:

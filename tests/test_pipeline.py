@@ -58,7 +58,7 @@ def tiny_params() -> dict:
     params["distill"]["enabled"] = False
     params["tracking"]["uri"] = None  # the default store: <project root>/mlflow.db
     params["device"] = "cpu"
-    params["ablation"].update(seeds=3, epochs=2, workers=1)  # the reproduction study, shrunk likewise
+    params["ablation"].update(seeds=3, seeds_by_ablation={}, epochs=2, workers=1)  # the study, shrunk
     params["ablation"]["optimizers"] = {"adam": {"lr": [2.0e-3]}, "sgd": {"lr": [0.1], "momentum": 0.9}}
     params["ablation"]["weight_decay"].update(stage1=[0.0, 5.0e-6], stage2=[0.0])
     params["ablation"]["latent"].update(seeds=3, epochs=2, batch_size=64)

@@ -55,6 +55,7 @@ def params():
         {
             "seed": 0,
             "ablation.seeds": 4,
+            "ablation.seeds_by_ablation": {},
             "ablation.quick_seeds": 3,
             "ablation.weight_decay": WD_GRID,
             "ablation.optimizers": SWEEP,
@@ -247,6 +248,13 @@ def test_changing_one_grid_value_changes_only_its_cells_keys(params, digits):
     assert unchanged == {label: key for label, key in before.items() if label in unchanged}
     assert len(unchanged) == 2 * 2 * 4
     assert not {k for label, k in after.items() if label not in unchanged} & set(before.values())
+
+
+def test_seeds_by_ablation_gives_one_ablation_more_seeds_and_quick_ignores_it(params):
+    more = params.with_overrides({"ablation.seeds_by_ablation": {"stages": 6}})
+    seeds_of = {name: {dict(c.labels)["seed"] for c in expand(name, more)} for name in ("wd", "stages")}
+    assert seeds_of == {"wd": set(range(4)), "stages": set(range(6))}
+    assert {dict(c.labels)["seed"] for c in expand("stages", more, quick=True)} == set(range(3))
 
 
 @pytest.mark.parametrize("seeds", [3, 5])
@@ -519,7 +527,7 @@ def test_report_has_every_claim_with_a_verdict_and_the_figures(ablated):
     assert {number[0] for number in numbers} == set(CLAIM_GROUPS)
     assert [(c.number, c.verdict) for c in ablated["claims"]] == rows
     assert {verdict for _, verdict in rows} <= set(VERDICTS)
-    assert "3 per cell (quick run)" in text
+    assert "Seeds** per cell: wd 3, optimizer 3, stages 3, latent 3 (quick run)" in text
     assert ablated["figures"]
     for figure in ablated["figures"]:
         assert figure.exists() and figure.stat().st_size > 0 and figure.suffix == ".png"
