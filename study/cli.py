@@ -2,6 +2,9 @@
 
 Exit status 2: the input is wrong (params, data paths, database URLs) and nothing ran. Exit status 1: the work
 started and failed (a NaN loss, a missing upstream result); 130: interrupted.
+
+The error classes are imported only when something failed, so a command's ``--help`` never pays for
+torch or MLflow.
 """
 
 from __future__ import annotations
@@ -9,24 +12,30 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bnn import DataError, NonFiniteLossError
-from study.config import ParamsError
-from study.storage import StorageError
-from study.tracking import TrackingError
 
-USAGE_ERRORS = (ParamsError, DataError, StorageError, TrackingError)
-RUN_ERRORS = (NonFiniteLossError, FileNotFoundError)
+def exit_status(exc: Exception) -> int | None:
+    """2 for wrong input, 1 for a run that failed, None for an unexpected error (a bug: let it through)."""
+    from bnn import DataError, NonFiniteLossError
+    from study.config import ParamsError
+    from study.storage import StorageError
+    from study.tracking import TrackingError
+
+    if isinstance(exc, ParamsError | DataError | StorageError | TrackingError):
+        return 2
+    if isinstance(exc, NonFiniteLossError | FileNotFoundError):
+        return 1
+    return None
 
 
 def run_main(main: Callable[[], object]) -> None:
     try:
         main()
-    except USAGE_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except RUN_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        status = exit_status(exc)
+        if status is None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(status)

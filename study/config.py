@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,22 +32,9 @@ from bnn.data import DATASETS
 from bnn.layers import INITS
 from bnn.models import MODELS, model_options
 from bnn.train import StageConfig
+from study.paths import PROJECT_ROOT
 from study.space import SearchSpace, check_against
 
-
-def find_project_root() -> Path:
-    """``$BNN_STUDY_ROOT``, else the nearest folder from the working directory up holding ``params.yaml``.
-
-    DVC runs every stage in the project folder; resolving the root this way lets the same code
-    serve a clone anywhere (and the end-to-end test's copy of the project in a temporary folder).
-    """
-    if "BNN_STUDY_ROOT" in os.environ:
-        return Path(os.environ["BNN_STUDY_ROOT"]).resolve()
-    cwd = Path.cwd().resolve()
-    return next((folder for folder in (cwd, *cwd.parents) if (folder / "params.yaml").exists()), cwd)
-
-
-PROJECT_ROOT = find_project_root()
 DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
 SOURCES_WITH_PATH = ("cifar10", "imagefolder")
 
@@ -183,9 +169,12 @@ class SearchConfig(_Section):
     storage: str | None = None
     trials: PositiveInt = 50
     seed: int = 0
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner: Literal["halving", "median", "hyperband", "none"] = "median"
     objectives: list[Literal["acc", "ff"]] = ["acc"]
     workers: PositiveInt = 1
+    stage1_candidates: int = Field(
+        4, ge=0
+    )  # shared stage-1 settings (study/stage1_candidates.py); 0: per trial
     fixed: dict[str, Any] = {}
     space: SearchSpace = SearchSpace({})
 

@@ -22,14 +22,15 @@ import torch  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from ruamel.yaml import YAML  # noqa: E402
 
-from bnn import evaluate, set_mode  # noqa: E402
+from bnn import PreparedData, evaluate, set_mode  # noqa: E402
+from study import stage1_candidates  # noqa: E402
 from study.artifacts import atomic_write, write_csv  # noqa: E402
 from study.config import Params  # noqa: E402
-from study.runner import new_model, prepare  # noqa: E402
+from study.runner import new_model  # noqa: E402
 from study.tracking import Tracker  # noqa: E402
 
 if TYPE_CHECKING:
-    from study.search import SearchRun
+    from study.search_study import SearchRun
 
 STAGE_KEYS = [
     f"{stage}.{key}" for stage in ("stage1", "stage2") for key in ("optimizer", "lr", "weight_decay")
@@ -45,11 +46,16 @@ METRICS = [
 ]
 
 
-def trial_overrides(trial: FrozenTrial, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The dotted settings a trial ran with beyond the base params (``<key>:zero`` switches folded in)."""
+def trial_overrides(
+    trial: FrozenTrial, fixed: dict[str, Any] | None = None, candidates: dict[str, dict] | None = None
+) -> dict[str, Any]:
+    """The dotted settings a trial ran with beyond the base params (``<key>:zero`` switches folded in,
+    the stage-1 candidate's label replaced by its settings)."""
     values = dict(fixed or {})
     for name, value in trial.params.items():
-        if name.endswith(":zero"):
+        if name == stage1_candidates.PARAM and candidates:
+            values.update(candidates[value])
+        elif name.endswith(":zero"):
             if value:
                 values[name.removesuffix(":zero")] = 0.0
         else:
@@ -57,12 +63,14 @@ def trial_overrides(trial: FrozenTrial, fixed: dict[str, Any] | None = None) -> 
     return values
 
 
-def trials_frame(trials: list[FrozenTrial], params: Params) -> pd.DataFrame:
+def trials_frame(
+    trials: list[FrozenTrial], params: Params, candidates: dict[str, dict] | None = None
+) -> pd.DataFrame:
     """One row per trial: state, the effective stage settings, the metrics, cache use, pruning, failure."""
     base = params.model_dump()
     rows = []
     for trial in trials:
-        settings = trial_overrides(trial, params.search.fixed)
+        settings = trial_overrides(trial, params.search.fixed, candidates)
         row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
         for key in dict.fromkeys(STAGE_KEYS + list(params.search.space.root) + list(settings)):
             stage, field = key.split(".", 1)
@@ -200,21 +208,25 @@ def _save(fig: plt.Figure, path: Path) -> Path:
         plt.close(fig)
 
 
-def test_accuracy(run: SearchRun, trial: FrozenTrial, checkpoint: Path) -> dict[str, float] | None:
+def test_accuracy(
+    run: SearchRun, overrides: dict[str, Any], checkpoint: Path, data: PreparedData
+) -> dict[str, float] | None:
     """The best trial's stage-2 network on the test split: the search's only look at it."""
     if not checkpoint.exists():
         return None
-    params = run.params.with_overrides(trial_overrides(trial, run.params.search.fixed))
-    data = prepare(params)
+    params = run.params.with_overrides({**run.params.search.fixed, **overrides})
     model = new_model(params, data)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
     return evaluate(set_mode(model, "binary"), data.test, data)
 
 
-def summarize(study: optuna.Study, run: SearchRun, tracker: Tracker, checkpoint_path) -> None:
+def summarize(
+    study: optuna.Study, run: SearchRun, tracker: Tracker, checkpoint_path, data: PreparedData
+) -> None:
     sns.set_theme(style="whitegrid", context="notebook")
     trials = study.get_trials(deepcopy=False)
-    frame = trials_frame(trials, run.params)
+    candidates = study.user_attrs.get(stage1_candidates.ATTR)
+    frame = trials_frame(trials, run.params, candidates)
     out = run.out_dir
     write_csv(out / "trials.csv", frame)
     states = frame["state"].value_counts().to_dict()
@@ -235,9 +247,9 @@ def summarize(study: optuna.Study, run: SearchRun, tracker: Tracker, checkpoint_
     scores = importances(study)
     write_csv(out / "importances.csv", scores)
     best = best_trial(study)
-    overrides = trial_overrides(best)  # the searched values; `fixed` only shortened the search
+    overrides = trial_overrides(best, candidates=candidates)  # `fixed` only shortened the search
     best_yaml = write_yaml(out / "best_params.yaml", nested(overrides), run.params.search.fixed)
-    test = test_accuracy(run, best, checkpoint_path(run, best.number))
+    test = test_accuracy(run, overrides, checkpoint_path(run, best.number), data)
     for other in (out / "checkpoints").glob("trial-*.pt"):
         if other.name != f"trial-{best.number}.pt":
             other.unlink(missing_ok=True)

@@ -98,12 +98,13 @@ def field_is_int(field: str) -> bool:
     return StageConfig.model_fields[field].annotation is int
 
 
-def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
+def suggest(trial: Any, space: SearchSpace, given: dict[str, Any] | None = None) -> dict[str, Any]:
     """Sample ``space`` on an Optuna trial; returns the dotted overrides of this trial.
 
-    Dimensions are sampled in the order given (a ``when`` condition names an earlier key).
+    Dimensions are sampled in the order given (a ``when`` condition names an earlier key, or a key
+    of ``given``: settings already fixed for this trial, such as its stage-1 candidate).
     """
-    chosen: dict[str, Any] = {}
+    chosen: dict[str, Any] = dict(given or {})
     for key, dim in space.root.items():
         if any(chosen.get(other) != value for other, value in dim.when.items()):
             continue
@@ -115,4 +116,4 @@ def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
             chosen[key] = 0.0
         else:
             chosen[key] = trial.suggest_float(key, dim.low, dim.high, log=dim.log)
-    return chosen
+    return {key: value for key, value in chosen.items() if key in space.root}

@@ -15,6 +15,7 @@ writes (DVC outputs, ``dvc.lock``) does not count, so the first run of a fresh c
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -68,8 +69,18 @@ def git_commit() -> str:
 def pipeline_outputs() -> list[str]:
     """What ``dvc repro`` writes, as globs relative to the project: ``dvc.lock`` and every stage's
     outs, metrics and plots in ``dvc.yaml`` (``${item}`` of a ``foreach`` stage becomes ``*``)."""
+    dvc_yaml = PROJECT_ROOT / "dvc.yaml"
     try:
-        stages = (YAML(typ="safe").load(PROJECT_ROOT / "dvc.yaml") or {}).get("stages") or {}
+        return list(_outputs_of(dvc_yaml, dvc_yaml.stat().st_mtime_ns))
+    except OSError:
+        return ["dvc.lock"]
+
+
+@functools.cache
+def _outputs_of(dvc_yaml: Path, mtime_ns: int) -> tuple[str, ...]:
+    """Parsed once per version of the file (every tracked run asks, a search once per trial)."""
+    try:
+        stages = (YAML(typ="safe").load(dvc_yaml) or {}).get("stages") or {}
     except (OSError, YAMLError):
         stages = {}
     paths = ["dvc.lock"]
@@ -80,7 +91,7 @@ def pipeline_outputs() -> list[str]:
             for out in body.get(field) or []:
                 path = next(iter(out)) if isinstance(out, dict) else out
                 paths.append(posixpath.normpath(posixpath.join(wdir, re.sub(r"\$\{[^}]*\}", "*", path))))
-    return paths
+    return tuple(paths)
 
 
 def git_dirty() -> bool | None:
@@ -218,7 +229,11 @@ class Tracker:
 
 
 class RunLogger:
-    """Batched logging into one existing run."""
+    """Batched logging into one existing run.
+
+    Synchronous on purpose: MLflow's asynchronous logging drains its queue when a run ends, which
+    costs up to a second per run (a search ends a run per trial), more than the 5 ms a batch takes.
+    """
 
     def __init__(self, client: MlflowClient, run_id: str):
         self.client = client
@@ -230,14 +245,15 @@ class RunLogger:
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0, prefix: str = "") -> None:
-        now = int(time.time() * 1000)
-        batch = [
-            Metric(f"{prefix}{k}", float(v), now, step)
-            for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        ]
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+        self._log(_metrics(metrics, step, prefix))
+
+    def log_history(self, records: list[Mapping[str, Any]], prefix: str = "") -> None:
+        """Per-epoch records (each with its ``epoch``) in one call: :meth:`log_metrics` for each, batched."""
+        self._log([m for record in records for m in _metrics(record, record["epoch"], prefix)])
+
+    def _log(self, metrics: list[Metric]) -> None:
+        for start in range(0, len(metrics), 1000):  # MLflow caps a batch at 1000 metrics
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -245,3 +261,13 @@ class RunLogger:
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
         for path in paths:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def _metrics(values: Mapping[str, Any], step: int, prefix: str) -> list[Metric]:
+    """MLflow metrics of the numeric entries of ``values`` (flags and text are left out)."""
+    now = int(time.time() * 1000)
+    return [
+        Metric(f"{prefix}{k}", float(v), now, step)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    ]

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from test_search import TINY_SPACE, finished_numbers, mlflow_runs, search_args, write_params
 
-import study.search
+import study.search_trial
 from bnn import NonFiniteLossError
 from study.cli import run_main
 from study.search import main
@@ -121,7 +121,7 @@ def _running_trial_of_another_process(storage: str, main_pid: int) -> tuple[int,
 
 
 def test_nan_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path, monkeypatch, capsys):
-    real_stage2 = study.search.run_stage2
+    real_stage2 = study.search_trial.run_stage2
     calls = []
 
     def stage2_with_one_nan(*args, **kwargs):
@@ -130,7 +130,7 @@ def test_nan_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path, monkeyp
             raise NonFiniteLossError("loss became nan at epoch 1, step 3")
         return real_stage2(*args, **kwargs)
 
-    monkeypatch.setattr(study.search, "run_stage2", stage2_with_one_nan)
+    monkeypatch.setattr(study.search_trial, "run_stage2", stage2_with_one_nan)
     write_params(tmp_path, TINY_SPACE, epochs=1)
     main(search_args(tmp_path, 3, "--pruner", "none"))
 

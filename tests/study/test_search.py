@@ -19,7 +19,9 @@ from ruamel.yaml import YAML
 
 from bnn import prepare_data
 from study.config import DEFAULT_PARAMS, load_params, read_yaml
-from study.search import FINISHED, Objective, SearchRun, create_study, load_study, main
+from study.search import main
+from study.search_study import SearchRun, create_study, load_study
+from study.search_trial import FINISHED, Objective
 from study.tracking import PARENT_TAG, Tracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

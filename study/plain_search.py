@@ -1,0 +1,58 @@
+"""The baseline of ``python -m study.bench_search``: a plain Optuna loop over the same training.
+
+What a user would write without bnn-study: one in-memory study, TPE seeded once, every trial a
+full stage 1 and stage 2 (``study.runner``) with the search space and ``search.fixed`` of
+params.yaml, no pruning, no stage-1 reuse, no MLflow, one process with 2 torch threads::
+
+    python -m study.plain_search --trials 20 --seed 0 --out result.json
+
+It writes the best validation accuracy and the wall time of the loop to ``--out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import optuna
+
+from study.cli import run_main
+from study.config import DEFAULT_PARAMS, load_params
+from study.runner import prepare, run_stage1, run_stage2
+from study.space import suggest
+
+THREADS = 2  # the machine's two cores, in the one process a plain loop has
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m study.plain_search", description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    params = params.with_overrides({**params.search.fixed, "threads": THREADS})
+    data = prepare(params)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial_params = params.with_overrides(suggest(trial, params.search.space))
+        stage1 = run_stage1(trial_params, data)
+        stage2 = run_stage2(
+            trial_params, data, stage1.model.state_dict(), stage1.result.init_signs, teacher=stage1.teacher
+        )
+        return stage2.result.final["val_acc"]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed))
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=args.trials)
+    result = {"trials": len(study.trials), "best_val_acc": study.best_value,
+              "loop_seconds": time.perf_counter() - start}  # fmt: skip
+    args.out.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    run_main(main)
