@@ -12,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -201,3 +202,58 @@ def _complete_trials(folder: Path) -> int:
             return connection.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
     except sqlite3.Error:  # tables not created yet, or locked for a moment
         return 0
+
+
+def test_trials_share_the_studys_stage1_candidates_and_a_resume_keeps_them(tmp_path):
+    write_params(tmp_path, TINY_SPACE)
+    main(search_args(tmp_path, 5, "--pruner", "none", "--stage1-candidates", "2"))
+    main(search_args(tmp_path, 7, "--pruner", "none", "--stage1-candidates", "3"))  # resume: the study's own
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    candidates = study.user_attrs["stage1_candidates"]
+    assert len(candidates) == 2
+    base = load_params(tmp_path / "params.yaml").stage1
+    assert list(candidates.values())[0] == {
+        "stage1.optimizer": base.optimizer, "stage1.lr": base.lr, "stage1.weight_decay": base.weight_decay
+    }  # fmt: skip
+    trials = sorted(study.get_trials(states=FINISHED), key=lambda t: t.number)
+    assert len(trials) == 7 and {t.params["stage1"] for t in trials} <= set(candidates)
+    used = {t.params["stage1"] for t in trials}
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == len(used)  # each candidate trained once
+    assert sum(not t.user_attrs["stage1_cached"] for t in trials) == len(used)
+    # Trials differ from stage 2 on: the pruner sees stage-2 epochs only.
+    assert {tuple(sorted(t.intermediate_values)) for t in trials} == {(1, 2)}
+    frame = pd.read_csv(tmp_path / "out" / "trials.csv")
+    for trial in trials:
+        row = frame[frame["number"] == trial.number].iloc[0]
+        assert row["stage1.lr"] == candidates[trial.params["stage1"]]["stage1.lr"]
+    client, _, children = mlflow_runs(tmp_path)
+    child = next(c for c in children if c.data.tags["optuna.trial"] == "0")
+    assert float(child.data.params["stage1.lr"]) == candidates[trials[0].params["stage1"]]["stage1.lr"]
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "stage1.val_acc")] == [1, 2]
+
+
+def test_help_answers_without_loading_torch_optuna_or_mlflow():
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['study.search', '--help']\n"
+        "try:\n    runpy.run_module('study.search', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'optuna', 'mlflow', 'pandas') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--stage1-candidates" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_bad_params_stop_the_early_started_workers_and_exit_in_one_line(tmp_path):
+    params = write_params(tmp_path, TINY_SPACE)
+    params.write_text(params.read_text().replace("trials: 50", "trials: many"))
+    args = search_args(tmp_path, 2, "--workers", "2")
+    del args[args.index("--trials") : args.index("--trials") + 2]  # the value comes from the (bad) file
+    command = [sys.executable, "-m", "study.search", *args]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "BNN_STUDY_ROOT": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "search.trials" in done.stderr

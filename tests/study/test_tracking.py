@@ -259,6 +259,27 @@ def test_many_params_are_logged_in_batches(tracker):
     assert len(logged) == 250 and logged["p249"] == "249"
 
 
+def test_batched_child_writes_when_it_ends_what_an_unbatched_one_writes_at_once(tracker):
+    history = [{"epoch": e, "val_acc": 0.5 + e / 10, "ff_ratio": e * 1e-3} for e in range(1, 401)]
+    params = {f"p{i:03d}": i for i in range(150)}
+    written = {}
+    for batch_seconds in (0.0, 3600.0):
+        with tracker.child(None, "trial", params=params, batch_seconds=batch_seconds) as run:
+            run.log_history(history[:200], prefix="stage1.")
+            for record in history[200:]:
+                run.log_metrics(record, step=record["epoch"], prefix="stage2.")
+            run.set_tags({"trial_state": "COMPLETE"})
+            seen = tracker.client.get_run(run.run_id).data
+            written[batch_seconds] = (len(seen.metrics), len(seen.params), "trial_state" in seen.tags)
+        logged = tracker.client.get_run(run.run_id).data
+        assert len(logged.params) == 150 and logged.tags["trial_state"] == "COMPLETE"
+        assert len(tracker.client.get_metric_history(run.run_id, "stage1.val_acc")) == 200
+        steps = [m.step for m in tracker.client.get_metric_history(run.run_id, "stage2.ff_ratio")]
+        assert sorted(steps) == list(range(201, 401))
+    assert written[0.0] == (6, 150, True)  # stage1/stage2 x val_acc, ff_ratio, epoch: written as logged
+    assert written[3600.0] == (0, 0, False)  # held until the run ended
+
+
 def test_child_without_parent_has_no_parent_tag(tracker):
     with tracker.child(None, "alone") as run:
         pass
