@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install repro test lint benchmark ui
+.PHONY: install repro test lint benchmark bench-search ui
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +30,11 @@ lint: install
 
 benchmark: install
 	$(BIN)/python -m study.benchmark
+
+# The search against a plain Optuna loop over the same training (about 25 minutes here).
+bench-search: install
+	$(BIN)/python -m study.bench_search --trials 20 --workers 1 2 --out reports/benchmarks/search-20.md
+	$(BIN)/python -m study.bench_search --trials 100 --workers 1 2 --out reports/benchmarks/search-100.md
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port 5000
