@@ -1,7 +1,8 @@
 """Turn expected failures into one line on stderr and an exit status, never a traceback wall.
 
-Exit status 2: the input is wrong (params, data paths, database URLs) and nothing ran. Exit status 1: the work
-started and failed (a NaN loss, a missing upstream result); 130: interrupted.
+Exit status 2: the input is wrong (params, data paths, database URLs) and nothing ran. Exit status 1: the
+work started and failed (a NaN loss, a missing upstream result, a local worker process that died);
+130: interrupted.
 
 The error classes are imported only when something failed, so a command's ``--help`` never pays for
 torch or MLflow.
@@ -19,10 +20,11 @@ def exit_status(exc: Exception) -> int | None:
     from study.config import ParamsError
     from study.storage import StorageError
     from study.tracking import TrackingError
+    from study.workers import WorkerDied
 
     if isinstance(exc, ParamsError | DataError | StorageError | TrackingError):
         return 2
-    if isinstance(exc, NonFiniteLossError | FileNotFoundError):
+    if isinstance(exc, NonFiniteLossError | FileNotFoundError | WorkerDied):
         return 1
     return None
 

@@ -54,7 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, help="local worker processes, each with params.yaml's `threads` torch threads"
     )
-    parser.add_argument("--seed", type=int, help="TPE sampler seed; worker i uses seed+i")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seeds TPE and the stage-1 candidates (a resumed study never replays earlier draws)",
+    )
     parser.add_argument(
         "--pruner",
         choices=("halving", "hyperband", "median", "none"),

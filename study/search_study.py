@@ -28,9 +28,10 @@ from study.runner import prepare
 from study.search_trial import FINISHED, Objective, SurplusTrial, checkpoint_path
 from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, StorageError, open_storage, redact
 from study.tracking import Tracker, tracking_uri
-from study.workers import WorkerPool
+from study.workers import WorkerDied, WorkerPool
 
 DIRECTIONS = {"acc": "maximize", "ff": "minimize"}
+METRIC_NAMES = {"acc": "val_acc", "ff": "ff_ratio"}
 
 
 @dataclass
@@ -87,13 +88,21 @@ def storage_of(run: SearchRun):
 
 
 def load_study(run: SearchRun, worker: int = 0) -> optuna.Study:
-    study = optuna.load_study(
-        study_name=run.study_name,
-        storage=storage_of(run),
-        sampler=optuna.samplers.TPESampler(seed=run.seed + worker),
-    )
+    study = optuna.load_study(study_name=run.study_name, storage=storage_of(run))
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(run.seed, worker, len(study.trials)))
     study.pruner = make_pruner(run.pruner, run, shared_stage1=candidates_of(study) is not None)
     return study
+
+
+def sampler_seed(seed: int, worker: int, trials_so_far: int) -> int:
+    """TPE's seed for ``worker`` joining a study that holds ``trials_so_far`` trials.
+
+    Optuna does not store a sampler's state, so a sampler seeded alike on every run would replay
+    its first draws when a study is resumed (the same parameters as trials 0, 1, ...). Seeding from
+    the study's size continues the search instead; a new study with one worker is still reproducible.
+    """
+    digest = hashlib.sha256(f"{seed}:{worker}:{trials_so_far}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def create_study(run: SearchRun) -> optuna.Study:
@@ -111,6 +120,8 @@ def create_study(run: SearchRun) -> optuna.Study:
         raise StorageError(
             f"study {run.study_name!r} exists with other objectives; pick another --study-name"
         )
+    if study.metric_names is None:  # optuna-dashboard and trials_dataframe show these names
+        study.set_metric_names([METRIC_NAMES[o] for o in run.objectives])
     if stage1_candidates.ATTR not in study.user_attrs and not study.get_trials(deepcopy=False):
         study.set_user_attr(
             stage1_candidates.ATTR, stage1_candidates.for_study(run.params, run.stage1_candidates, run.seed)
@@ -206,9 +217,12 @@ def run_search(run: SearchRun, pool: WorkerPool) -> None:
     )
     where = f"study {run.study_name!r} on {redact(run.storage)}"
     print(f"{where}: {run.trials} trials, {len(pool.processes) + 1} worker(s), {shared}")
+    died: WorkerDied | None = None
     try:
         data = prepare(run.params)
         pool.run(work, run, lambda stop: watch(load_study(run), run.trials, stop), data)
+    except WorkerDied as exc:  # the others finished its trials: summarise them, then say so
+        died = exc
     except KeyboardInterrupt:
         tally = counts(study)
         print(
@@ -218,6 +232,8 @@ def run_search(run: SearchRun, pool: WorkerPool) -> None:
         )
         raise SystemExit(130) from None
     summarize(study, run, tracker, checkpoint_path, data)
+    if died is not None:
+        raise died
 
 
 def default_out(study_name: str) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -22,6 +23,10 @@ from types import TracebackType
 from typing import Any
 
 Worker = Callable[[Any, int], None]
+
+
+class WorkerDied(RuntimeError):
+    """A local worker process ended abnormally (killed, crashed); the others finished the work."""
 
 
 def _serve(connection: Connection, preload: str) -> None:
@@ -69,6 +74,9 @@ class WorkerPool:
         finally:
             stop.set()
             watcher.join()
+        died = [(i, p) for i, p in enumerate(self.processes, start=1) if p.exitcode != 0]
+        if died:
+            raise WorkerDied("; ".join(f"worker {i} (pid {p.pid}) {_ended(p.exitcode)}" for i, p in died))
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -89,3 +97,9 @@ def run_workers(work: Worker, run: Any, workers: int, progress: Callable[[thread
     """Run ``work(run, i)`` for i in 0..workers-1 (a module-level function, so it pickles by name)."""
     with WorkerPool(workers - 1, preload=work.__module__) as pool:
         pool.run(work, run, progress)
+
+
+def _ended(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"was killed by signal {signal.Signals(-exitcode).name}"
+    return f"exited with status {exitcode}"

@@ -190,6 +190,9 @@ def test_interrupted_search_completes_on_rerun(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     numbers = finished_numbers(tmp_path)
     assert len(numbers) == 8 and len(set(numbers)) == 8
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    settings = [tuple(sorted(t.params.items())) for t in study.get_trials(states=FINISHED)]
+    assert len(set(settings)) == 8  # the rerun continued the sampling, it did not replay it
 
 
 def _complete_trials(folder: Path) -> int:
@@ -257,3 +260,11 @@ def test_bad_params_stop_the_early_started_workers_and_exit_in_one_line(tmp_path
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "search.trials" in done.stderr
+
+
+def test_a_resumed_study_continues_its_sampling_instead_of_replaying_it(searched):
+    folder, *_ = searched  # 4 trials, the same command again, then --trials 6: three invocations
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
+    settings = [tuple(sorted(t.params.items())) for t in study.get_trials(states=FINISHED)]
+    assert len(settings) == 6 and len(set(settings)) == 6
+    assert study.metric_names == ["val_acc"]
