@@ -75,6 +75,7 @@ class Objective:
             self.run.parent_run_id, f"trial-{trial.number}", overrides, tags, batch_seconds=LOG_EVERY_SECONDS
         ) as mlrun:
             trial.set_user_attr("mlflow_run_id", mlrun.run_id)
+            mlrun.log_dataset(self.data)
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             try:
                 if self.candidates is None:  # a stage 1 of its own: pruned while it trains

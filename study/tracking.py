@@ -16,23 +16,27 @@ writes (DVC outputs, ``dvc.lock``) does not count, so the first run of a fresh c
 from __future__ import annotations
 
 import functools
+import getpass
+import json
 import os
 import posixpath
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ruamel.yaml import YAML, YAMLError
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from bnn import PreparedData
 from study.config import PROJECT_ROOT, Params
 from study.storage import first_line, redact
 
@@ -116,6 +120,17 @@ def git_tags() -> dict[str, str]:
     return tags
 
 
+def source_tags() -> dict[str, str]:
+    """MLflow's standard source tags, as its fluent API sets them: who ran which entry point."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        user = "unknown"
+    entry = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else Path("python")
+    name = entry.relative_to(PROJECT_ROOT).as_posix() if entry.is_relative_to(PROJECT_ROOT) else entry.name
+    return {"mlflow.user": user, "mlflow.source.name": name, "mlflow.source.type": "LOCAL"}
+
+
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"stage1": {"lr": 1e-3}}`` -> ``{"stage1.lr": 1e-3}``, the form MLflow params take."""
     flat: dict[str, Any] = {}
@@ -179,7 +194,7 @@ class Tracker:
         if found:
             return found[0].info.run_id
         run = self.client.create_run(
-            self.experiment_id, run_name=name, tags={RUN_KEY_TAG: key, **git_tags(), **tags}
+            self.experiment_id, run_name=name, tags={RUN_KEY_TAG: key, **source_tags(), **git_tags(), **tags}
         )
         return run.info.run_id
 
@@ -207,7 +222,7 @@ class Tracker:
         The parent's status follows its latest child, so an interrupted pipeline never shows as running.
         ``batch_seconds``: what the run logs is written at most that often (and when it ends).
         """
-        run_tags = {**git_tags(), **dict(tags)}
+        run_tags = {**source_tags(), **git_tags(), **dict(tags)}
         if parent_id:
             run_tags[PARENT_TAG] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=run_tags)
@@ -265,6 +280,16 @@ class RunLogger:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._hold(tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dataset(self, data: PreparedData, context: str = "training") -> None:
+        """The data set as an MLflow input (the runs page's Datasets column): name, content hash
+        (:meth:`PreparedData.fingerprint`) and split sizes. Written at once, not batched."""
+        sizes = {split: len(getattr(data, split).labels) for split in ("train", "val", "test")}
+        digest = data.fingerprint()
+        dataset = Dataset(name=data.name, digest=digest[:32], source_type="local",
+                          source=json.dumps({"data_hash": digest}), profile=json.dumps(sizes))  # fmt: skip
+        tags = [InputTag("mlflow.data.context", context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=tags)])
 
     def _hold(self, **items: list) -> None:
         for kind, values in items.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from pathlib import Path
 
@@ -385,3 +386,19 @@ def test_two_stage_runner_logs_one_parent_and_two_children(store_uri, digits):
     assert by_name["stage1"].data.params["stage1.epochs"] == "2"
     assert by_name["stage2"].data.params["model.width"] == "32"
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_runs_carry_mlflows_source_tags_and_the_data_set_as_an_input(tracker, digits):
+    parent = tracker.find_or_create_parent("key", "search", {})
+    with tracker.child(parent, "trial-0") as run:
+        run.log_dataset(digits)
+    for run_id in (parent, run.run_id):
+        tags = tracker.client.get_run(run_id).data.tags
+        assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"] and tags["mlflow.source.name"]
+    inputs = tracker.client.get_run(run.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert dataset.name == "digits" and dataset.digest == digits.fingerprint()[:32]
+    assert json.loads(dataset.profile) == {
+        split: len(getattr(digits, split).labels) for split in ("train", "val", "test")
+    }
