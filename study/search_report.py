@@ -93,12 +93,23 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
 def importances(study: optuna.Study) -> pd.DataFrame:
     """Optuna's default evaluator (PED-ANOVA) on validation accuracy; empty when too few trials.
 
-    PED-ANOVA explains what makes the target *low*, so the accuracy is negated.
+    Only parameters that every complete trial has are ranked: a conditional one (SGD momentum, set
+    only where SGD was drawn) would otherwise be scored on the few trials that used it and could
+    outrank what decided the rest. PED-ANOVA explains what makes the target *low*, so the accuracy
+    is negated.
     """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    shared = [
+        name for name in (complete[0].params if complete else {}) if all(name in t.params for t in complete)
+    ]
+    if not shared:
+        return pd.DataFrame(columns=["parameter", "importance"])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "few trials in a regime": expected early on
-            scores = optuna.importance.get_param_importances(study, target=lambda t: -t.values[0])
+            scores = optuna.importance.get_param_importances(
+                study, params=shared, target=lambda t: -t.values[0]
+            )
     except (ValueError, RuntimeError):
         return pd.DataFrame(columns=["parameter", "importance"])
     return pd.DataFrame(list(scores.items()), columns=["parameter", "importance"])
@@ -187,6 +198,25 @@ def ff_c2i_figure(frame: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+def pareto_frame(study: optuna.Study, frame: pd.DataFrame) -> pd.DataFrame:
+    """The trials no other trial beats on both accuracy and FF ratio (two-objective studies)."""
+    front = {t.number for t in study.best_trials}
+    return frame[frame["number"].isin(front)].sort_values("val_acc", ascending=False)
+
+
+def pareto_figure(frame: pd.DataFrame, front: pd.DataFrame, path: Path) -> Path:
+    done = frame[frame["state"] == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    sns.scatterplot(data=done, x="ff_ratio", y="val_acc", color="0.6", label="trial", ax=ax)
+    ax.plot(
+        front["ff_ratio"], front["val_acc"], "o-", color="C3", drawstyle="steps-post", label="Pareto front"
+    )
+    ax.set(xlabel="stage-2 FF ratio (lower: more stable signs)", ylabel="stage-2 validation accuracy",
+           title="Accuracy against sign stability")  # fmt: skip
+    ax.legend()
+    return _save(fig, path)
+
+
 def _log_axis(ax: plt.Axes, values: pd.Series) -> None:
     """Log scale; symmetric-log when 0 is among the values (weight decay 0 is a real choice)."""
     positive = values[values > 0]
@@ -258,14 +288,21 @@ def summarize(
         hyperparameter_figure(frame, out / "hyperparameters.png"),
         ff_c2i_figure(frame, out / "ff_c2i.png"),
     ]
+    front = pareto_frame(study, frame) if len(study.directions) == 2 else None
+    if front is not None:
+        write_csv(out / "pareto.csv", front[columns])
+        figures.append(pareto_figure(frame, front.sort_values("ff_ratio"), out / "pareto.png"))
 
     with pd.option_context(
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format
     ):
         print("\nTop trials (stage-2 validation accuracy):")
         print(top.to_string(index=False))
+        if front is not None:
+            print(f"\nPareto front (accuracy up, FF ratio down): {len(front)} trials")
+            print(front[["number", *dict.fromkeys(STAGE_KEYS), "val_acc", "ff_ratio"]].to_string(index=False))
         if not scores.empty:
-            print("\nParameter importances (PED-ANOVA, on validation accuracy):")
+            print("\nParameter importances (PED-ANOVA, on validation accuracy; parameters every trial has):")
             print(scores.to_string(index=False))
     print(f"\nBest trial {best.number}: val_acc {best.user_attrs['val_acc']:.4f}", end="")
     print(
@@ -294,4 +331,5 @@ def summarize(
     parent.set_tags({"best_trial": best.number})
     parent.log_artifacts(
         [out / "trials.csv", out / "top_trials.csv", out / "importances.csv", best_yaml, *figures]
+        + ([out / "pareto.csv"] if front is not None else [])
     )

@@ -268,3 +268,36 @@ def test_a_resumed_study_continues_its_sampling_instead_of_replaying_it(searched
     settings = [tuple(sorted(t.params.items())) for t in study.get_trials(states=FINISHED)]
     assert len(settings) == 6 and len(set(settings)) == 6
     assert study.metric_names == ["val_acc"]
+
+
+def test_importances_rank_only_parameters_every_trial_has():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from study.search_report import importances
+
+    study = optuna.create_study(direction="maximize")
+    lr, opt, momentum = FloatDistribution(1e-4, 1e-1, log=True), CategoricalDistribution(["adam", "sgd"]), \
+        FloatDistribution(0.8, 0.99)  # fmt: skip
+    for i in range(30):
+        params = {"stage2.lr": 1e-4 * 1.2**i, "stage2.optimizer": "sgd" if i % 10 == 0 else "adam"}
+        dists = {"stage2.lr": lr, "stage2.optimizer": opt}
+        if params["stage2.optimizer"] == "sgd":
+            params["stage2.momentum"], dists["stage2.momentum"] = 0.9, momentum
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=0.5 + i / 100))
+    ranked = importances(study)
+    assert set(ranked["parameter"]) == {"stage2.lr", "stage2.optimizer"}
+
+
+def test_two_objective_search_names_its_metrics_and_writes_the_pareto_front(tmp_path):
+    write_params(tmp_path, TINY_SPACE)
+    main(search_args(tmp_path, 4, "--objectives", "acc,ff"))
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.metric_names == ["val_acc", "ff_ratio"]
+    front = pd.read_csv(tmp_path / "out" / "pareto.csv")
+    assert sorted(front["number"]) == sorted(t.number for t in study.best_trials)
+    done = pd.read_csv(tmp_path / "out" / "trials.csv").query("state == 'COMPLETE'")
+    for _, row in front.iterrows():  # nothing is better on both objectives
+        at_least = (done["val_acc"] >= row["val_acc"]) & (done["ff_ratio"] <= row["ff_ratio"])
+        strictly = (done["val_acc"] > row["val_acc"]) | (done["ff_ratio"] < row["ff_ratio"])
+        assert done[at_least & strictly].empty
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 0
