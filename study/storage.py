@@ -7,6 +7,7 @@ the URL or the environment (``PGPASSWORD``, ``~/.pgpass``) and are only ever sho
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Callable
 
@@ -24,6 +25,15 @@ GRACE_SECONDS = 30
 
 def default_storage() -> str:
     return f"sqlite:///{PROJECT_ROOT / 'optuna.db'}"
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the driver this project installs: SQLAlchemy 2.1 reads a bare
+    ``postgresql://`` as psycopg 3, which is not installed; psycopg2 (``psycopg2-binary``) is.
+    A URL that names its driver (``postgresql+psycopg://``, ``+psycopg2``) is left as it is."""
+    if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg") is None:
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
 
 
 def redact(url: str) -> str:
@@ -54,6 +64,7 @@ def open_storage(
             on_stale(study, trial)
         retry(study, trial)
 
+    url = with_driver(url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         with warnings.catch_warnings():

@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bnn import PreparedData
 from study.config import PROJECT_ROOT, Params
-from study.storage import first_line, redact
+from study.storage import first_line, redact, with_driver
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -53,7 +53,8 @@ RUN_KEY_TAG = "bnn.run_key"
 
 
 def tracking_uri(configured: str | None = None) -> str:
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return with_driver(uri)
 
 
 def _git(*args: str) -> str:

@@ -24,6 +24,7 @@ import study.search_trial
 from bnn import NonFiniteLossError
 from study.cli import run_main
 from study.search import main
+from study.storage import with_driver
 
 SERVER = os.environ.get("BNN_TEST_POSTGRES")
 postgres = [
@@ -203,3 +204,22 @@ def test_no_credential_reaches_mlflow_logs_tables_or_reports(tmp_path, capfd, da
         if file.is_file() and file.suffix in (".csv", ".yaml", ".txt", ".md"):
             assert password not in file.read_text(), file
     assert parents[0].data.tags["optuna.storage"].count("***") == 1
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=postgres)])
+def test_a_bare_postgresql_url_works_for_optuna_and_mlflow(tmp_path, databases, backend):
+    def bare(url: str) -> str:
+        return "postgresql://" + url.split("://", 1)[1]
+
+    storage, tracking = bare(databases()), bare(databases())
+    write_params(tmp_path, TINY_SPACE, tracking=tracking, epochs=1)
+    main(search_args(tmp_path, 1, "--pruner", "none", storage=storage))
+    assert len(finished_numbers(tmp_path, with_driver(storage))) == 1
+    _, parents, children = mlflow_runs(tmp_path, with_driver(tracking))
+    assert len(parents) == 1 and len(children) == 1
+
+
+def test_bare_postgresql_urls_get_the_installed_driver_and_named_drivers_stay():
+    assert with_driver("postgresql://bnn@db/x") == "postgresql+psycopg2://bnn@db/x"
+    assert with_driver("postgresql+psycopg://bnn@db/x") == "postgresql+psycopg://bnn@db/x"
+    assert with_driver("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
