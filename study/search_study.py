@@ -121,7 +121,9 @@ def create_study(run: SearchRun) -> optuna.Study:
             f"study {run.study_name!r} exists with other objectives; pick another --study-name"
         )
     if study.metric_names is None:  # optuna-dashboard and trials_dataframe show these names
-        study.set_metric_names([METRIC_NAMES[o] for o in run.objectives])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES[o] for o in run.objectives])
     if stage1_candidates.ATTR not in study.user_attrs and not study.get_trials(deepcopy=False):
         study.set_user_attr(
             stage1_candidates.ATTR, stage1_candidates.for_study(run.params, run.stage1_candidates, run.seed)
