@@ -19,6 +19,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from ruamel.yaml import YAML  # noqa: E402
 
@@ -27,6 +28,7 @@ from study import stage1_candidates  # noqa: E402
 from study.artifacts import atomic_write, write_csv  # noqa: E402
 from study.config import Params  # noqa: E402
 from study.runner import new_model  # noqa: E402
+from study.search_trial import CHECKPOINT_ARTIFACTS  # noqa: E402
 from study.tracking import Tracker  # noqa: E402
 
 if TYPE_CHECKING:
@@ -238,11 +240,29 @@ def _save(fig: plt.Figure, path: Path) -> Path:
         plt.close(fig)
 
 
+def fetch_checkpoint(tracker: Tracker, trial: FrozenTrial, checkpoint: Path) -> Path | None:
+    """The trial's network: this host's file, else the copy in the trial's MLflow run (a worker on
+    another host trained it); None when neither exists."""
+    if checkpoint.exists():
+        return checkpoint
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        return None
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tracker.client.download_artifacts(
+            run_id, f"{CHECKPOINT_ARTIFACTS}/{checkpoint.name}", str(checkpoint.parent)
+        )
+    except MlflowException:
+        return None
+    return checkpoint if checkpoint.exists() else None
+
+
 def test_accuracy(
-    run: SearchRun, overrides: dict[str, Any], checkpoint: Path, data: PreparedData
+    run: SearchRun, overrides: dict[str, Any], checkpoint: Path | None, data: PreparedData
 ) -> dict[str, float] | None:
     """The best trial's stage-2 network on the test split: the search's only look at it."""
-    if not checkpoint.exists():
+    if checkpoint is None:
         return None
     params = run.params.with_overrides({**run.params.search.fixed, **overrides})
     model = new_model(params, data)
@@ -279,7 +299,9 @@ def summarize(
     best = best_trial(study)
     overrides = trial_overrides(best, candidates=candidates)  # `fixed` only shortened the search
     best_yaml = write_yaml(out / "best_params.yaml", nested(overrides), run.params.search.fixed)
-    test = test_accuracy(run, overrides, checkpoint_path(run, best.number), data)
+    test = test_accuracy(
+        run, overrides, fetch_checkpoint(tracker, best, checkpoint_path(run, best.number)), data
+    )
     for other in (out / "checkpoints").glob("trial-*.pt"):
         if other.name != f"trial-{best.number}.pt":
             other.unlink(missing_ok=True)
@@ -308,7 +330,7 @@ def summarize(
     print(
         f", test_acc {test['acc']:.4f} (test split, evaluated once)"
         if test
-        else " (checkpoint on another host)"
+        else " (no checkpoint: neither on this host nor in its MLflow run)"
     )
     print(f"best params: {best_yaml}\n  apply with: {exp_run_command(nested(overrides))}")
     print(f"results: {out}")

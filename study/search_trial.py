@@ -27,6 +27,7 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 PENDING = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
 
 
+CHECKPOINT_ARTIFACTS = "model"  # a complete trial's stage-2 network, in its MLflow run
 LOG_EVERY_SECONDS = 5.0  # a trial's MLflow metrics are written in batches at most this often
 
 
@@ -123,7 +124,9 @@ class Objective:
                 mlrun.set_tags({"trial_state": "COMPLETE"})
                 for key, value in metrics.items():
                     trial.set_user_attr(key, value)
-                atomic_torch_save(stage2.model.state_dict(), checkpoint_path(self.run, trial.number))
+                checkpoint = checkpoint_path(self.run, trial.number)
+                atomic_torch_save(stage2.model.state_dict(), checkpoint)
+                mlrun.log_artifacts([checkpoint], CHECKPOINT_ARTIFACTS)  # any host can evaluate it
         if pruned is not None:
             raise pruned
         if self.run.objectives == ["acc"]:

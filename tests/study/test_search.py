@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -301,3 +302,18 @@ def test_two_objective_search_names_its_metrics_and_writes_the_pareto_front(tmp_
         strictly = (done["val_acc"] > row["val_acc"]) | (done["ff_ratio"] < row["ff_ratio"])
         assert done[at_least & strictly].empty
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 0
+
+
+def test_the_best_network_is_evaluated_from_mlflow_when_its_worker_was_elsewhere(tmp_path, capsys):
+    write_params(tmp_path, TINY_SPACE)
+    main(search_args(tmp_path, 2, "--pruner", "none"))
+    client, _, children = mlflow_runs(tmp_path)
+    for child in children:  # every complete trial's network is an artifact of its run
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "model")] == [
+            f"model/trial-{child.data.tags['optuna.trial']}.pt"
+        ]
+    shutil.rmtree(tmp_path / "out" / "checkpoints")  # as on a host that ran none of the trials
+    capsys.readouterr()
+    main(search_args(tmp_path, 2, "--pruner", "none"))  # the study is complete: only the summary runs
+    assert "test_acc" in capsys.readouterr().out
+    assert len(list((tmp_path / "out" / "checkpoints").glob("trial-*.pt"))) == 1
