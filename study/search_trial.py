@@ -1,7 +1,7 @@
 """One search trial: stage 1 (a shared candidate, from the store when trained before), then stage 2.
 
-Tracked as an MLflow child run of the search's parent run, with per-epoch metrics logged without
-waiting for the store (MLflow's asynchronous logging, flushed when the trial ends).
+Tracked as an MLflow child run of the search's parent run; what it logs is written in batches
+(every ``LOG_EVERY_SECONDS`` and when the trial ends), and a complete trial's network is an artifact.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 PENDING = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-
-
 CHECKPOINT_ARTIFACTS = "model"  # a complete trial's stage-2 network, in its MLflow run
 LOG_EVERY_SECONDS = 5.0  # a trial's MLflow metrics are written in batches at most this often
 
