@@ -45,7 +45,8 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"error: {' '.join(command[1:4])} failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"error: {' '.join(command[1:4])} failed: {last}")
     return seconds
 
 

@@ -97,8 +97,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if any(value is not None and value < 1 for value in (args.trials, args.workers, args.heartbeat)):
         parser.error("--trials, --workers and --heartbeat must be at least 1")
-    if args.grace is not None and args.grace <= (args.heartbeat or 1):
-        parser.error("--grace must be above --heartbeat")
     if args.stage1_candidates is not None and args.stage1_candidates < 0:
         parser.error("--stage1-candidates must be 0 or more")
     return args

@@ -28,7 +28,7 @@ from study import stage1_candidates  # noqa: E402
 from study.artifacts import atomic_write, write_csv  # noqa: E402
 from study.config import Params  # noqa: E402
 from study.runner import new_model  # noqa: E402
-from study.search_trial import CHECKPOINT_ARTIFACTS  # noqa: E402
+from study.search_trial import CHECKPOINT_ARTIFACTS, checkpoint_path  # noqa: E402
 from study.tracking import Tracker  # noqa: E402
 
 if TYPE_CHECKING:
@@ -270,12 +270,10 @@ def test_accuracy(
     return evaluate(set_mode(model, "binary"), data.test, data)
 
 
-def summarize(
-    study: optuna.Study, run: SearchRun, tracker: Tracker, checkpoint_path, data: PreparedData
-) -> None:
+def summarize(study: optuna.Study, run: SearchRun, tracker: Tracker, data: PreparedData) -> None:
     sns.set_theme(style="whitegrid", context="notebook")
     trials = study.get_trials(deepcopy=False)
-    candidates = study.user_attrs.get(stage1_candidates.ATTR)
+    candidates = stage1_candidates.of_study(study)
     frame = trials_frame(trials, run.params, candidates)
     out = run.out_dir
     write_csv(out / "trials.csv", frame)

@@ -25,7 +25,7 @@ from bnn import NonFiniteLossError, PreparedData
 from study import stage1_candidates
 from study.config import PROJECT_ROOT, Params
 from study.runner import prepare
-from study.search_trial import FINISHED, Objective, SurplusTrial, checkpoint_path
+from study.search_trial import FINISHED, Objective, SurplusTrial
 from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, StorageError, open_storage, redact
 from study.tracking import Tracker, tracking_uri
 from study.workers import WorkerDied, WorkerPool
@@ -90,7 +90,7 @@ def storage_of(run: SearchRun):
 def load_study(run: SearchRun, worker: int = 0) -> optuna.Study:
     study = optuna.load_study(study_name=run.study_name, storage=storage_of(run))
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(run.seed, worker, len(study.trials)))
-    study.pruner = make_pruner(run.pruner, run, shared_stage1=candidates_of(study) is not None)
+    study.pruner = make_pruner(run.pruner, run, shared_stage1=stage1_candidates.of_study(study) is not None)
     return study
 
 
@@ -131,11 +131,6 @@ def create_study(run: SearchRun) -> optuna.Study:
     return load_study(run)
 
 
-def candidates_of(study: optuna.Study) -> dict[str, dict] | None:
-    """The study's stage-1 candidates; None when stage 1 is sampled freely (or the study predates them)."""
-    return study.user_attrs.get(stage1_candidates.ATTR)
-
-
 def counts(study: optuna.Study) -> dict[TrialState, int]:
     tally = dict.fromkeys(TrialState, 0)
     for trial in study.get_trials(deepcopy=False):
@@ -152,7 +147,7 @@ def work(run: SearchRun, worker: int = 0, data: PreparedData | None = None) -> N
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported in one line below
     study = load_study(run, worker)
     data = data or prepare(run.params)
-    objective = Objective(run, data, Tracker.from_params(run.params), candidates_of(study))
+    objective = Objective(run, data, Tracker.from_params(run.params), stage1_candidates.of_study(study))
     failures = 0
     while failures <= run.trials:
         with warnings.catch_warnings():
@@ -213,7 +208,7 @@ def run_search(run: SearchRun, pool: WorkerPool) -> None:
             "objectives": ",".join(run.objectives),
         },
     )
-    candidates = candidates_of(study)
+    candidates = stage1_candidates.of_study(study)
     shared = (
         f"stage 1 from {len(candidates)} shared candidates" if candidates else "stage 1 sampled per trial"
     )
@@ -233,7 +228,7 @@ def run_search(run: SearchRun, pool: WorkerPool) -> None:
             file=sys.stderr,
         )
         raise SystemExit(130) from None
-    summarize(study, run, tracker, checkpoint_path, data)
+    summarize(study, run, tracker, data)
     if died is not None:
         raise died
 

@@ -53,6 +53,7 @@ class Objective:
         self.tracker = tracker
         self.candidates = candidates
         self.cache = Stage1Cache(run.cache_dir)
+        self.data_hash = data.fingerprint()  # a hash of every image: once per worker, not per trial
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         study = trial.study
@@ -67,14 +68,14 @@ class Objective:
         tags = {
             "optuna.study": self.run.study_name,
             "optuna.trial": str(trial.number),
-            "data_hash": self.data.fingerprint(),
+            "data_hash": self.data_hash,
         }
         pruned: optuna.TrialPruned | None = None
         with self.tracker.child(
             self.run.parent_run_id, f"trial-{trial.number}", overrides, tags, batch_seconds=LOG_EVERY_SECONDS
         ) as mlrun:
             trial.set_user_attr("mlflow_run_id", mlrun.run_id)
-            mlrun.log_dataset(self.data)
+            mlrun.log_dataset(self.data, self.data_hash)
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             try:
                 if self.candidates is None:  # a stage 1 of its own: pruned while it trains

@@ -13,7 +13,6 @@ The candidates are stored with the study (user attribute ``stage1_candidates``):
 or a worker on another host uses exactly the same ones, whatever its own params say.
 ``K = 0`` samples stage 1 freely in every trial (no sharing beyond repeated settings).
 
-    >>> from study.space import SearchSpace
     >>> label({"stage1.optimizer": "adam", "stage1.lr": 0.002, "stage1.weight_decay": 5e-06})
     'optimizer=adam lr=0.002 weight_decay=5e-06'
 """
@@ -50,6 +49,11 @@ def for_study(params: Params, count: int, seed: int) -> dict[str, dict[str, Any]
     if count == 0 or not stage_space(params.search.space, "stage1").root:
         return None
     return draw(params, count, seed)
+
+
+def of_study(study: optuna.Study) -> dict[str, dict[str, Any]] | None:
+    """The candidates stored with ``study``; None: stage 1 sampled per trial (or an older study)."""
+    return study.user_attrs.get(ATTR)
 
 
 def draw(params: Params, count: int, seed: int) -> dict[str, dict[str, Any]]:

@@ -55,6 +55,8 @@ def open_storage(
     on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> RDBStorage:
     """``on_stale`` runs for each trial whose worker stopped beating, before it is re-queued."""
+    if grace <= heartbeat:
+        raise StorageError(f"the grace period ({grace} s) must be longer than the heartbeat ({heartbeat} s)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=3)

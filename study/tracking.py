@@ -282,11 +282,11 @@ class RunLogger:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._hold(tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_dataset(self, data: PreparedData, context: str = "training") -> None:
+    def log_dataset(self, data: PreparedData, digest: str, context: str = "training") -> None:
         """The data set as an MLflow input (the runs page's Datasets column): name, content hash
-        (:meth:`PreparedData.fingerprint`) and split sizes. Written at once, not batched."""
+        (``digest``: :meth:`PreparedData.fingerprint`, which the caller has already) and split sizes.
+        Written at once, not batched."""
         sizes = {split: len(getattr(data, split).labels) for split in ("train", "val", "test")}
-        digest = data.fingerprint()
         dataset = Dataset(name=data.name, digest=digest[:32], source_type="local",
                           source=json.dumps({"data_hash": digest}), profile=json.dumps(sizes))  # fmt: skip
         tags = [InputTag("mlflow.data.context", context)]

@@ -64,6 +64,8 @@ class WorkerPool:
         module name; ``local``: what this process prepared already, such as the data set)."""
         for index, connection in enumerate(self.connections, start=1):
             connection.send((work, run, index))
+            connection.close()
+        self.connections = []  # every process has its work: nothing left to stop in __exit__
         stop = threading.Event()
         watcher = threading.Thread(target=progress, args=(stop,), daemon=True)
         watcher.start()
@@ -82,7 +84,8 @@ class WorkerPool:
         return self
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        """Processes never given work are told to stop; any still running after 30 s are terminated."""
+        """Processes not given work (set-up failed) are told to stop; any still running after 30 s are
+        terminated."""
         for connection in self.connections:
             with contextlib.suppress(BrokenPipeError, OSError):  # that process ended already
                 connection.send(None)

@@ -164,6 +164,16 @@ def test_bad_storage_url_is_one_line_and_exit_status_2(tmp_path, capsys, case):
     assert "planted-pw" not in err
 
 
+def test_a_grace_period_within_the_heartbeat_is_one_line_and_exit_status_2(tmp_path, capsys):
+    write_params(tmp_path, TINY_SPACE)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: main(search_args(tmp_path, 1, "--heartbeat", "20", "--grace", "15")))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: the grace period (15 s) must be longer than the heartbeat (20 s)"
+    )
+
+
 @pytest.mark.postgres
 @pytest.mark.skipif(not SERVER, reason="no PostgreSQL server")
 def test_bad_credentials_are_one_line_without_the_password(tmp_path, capsys, databases):

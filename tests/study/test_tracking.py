@@ -391,7 +391,7 @@ def test_two_stage_runner_logs_one_parent_and_two_children(store_uri, digits):
 def test_runs_carry_mlflows_source_tags_and_the_data_set_as_an_input(tracker, digits):
     parent = tracker.find_or_create_parent("key", "search", {})
     with tracker.child(parent, "trial-0") as run:
-        run.log_dataset(digits)
+        run.log_dataset(digits, digits.fingerprint())
     for run_id in (parent, run.run_id):
         tags = tracker.client.get_run(run_id).data.tags
         assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"] and tags["mlflow.source.name"]
