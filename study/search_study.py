@@ -28,7 +28,7 @@ from study.runner import prepare
 from study.search_trial import FINISHED, Objective, SurplusTrial
 from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, StorageError, open_storage, redact
 from study.tracking import Tracker, tracking_uri
-from study.workers import WorkerDied, WorkerPool
+from study.workers import WorkerPool
 
 DIRECTIONS = {"acc": "maximize", "ff": "minimize"}
 METRIC_NAMES = {"acc": "val_acc", "ff": "ff_ratio"}
@@ -214,12 +214,9 @@ def run_search(run: SearchRun, pool: WorkerPool) -> None:
     )
     where = f"study {run.study_name!r} on {redact(run.storage)}"
     print(f"{where}: {run.trials} trials, {len(pool.processes) + 1} worker(s), {shared}")
-    died: WorkerDied | None = None
     try:
         data = prepare(run.params)
         pool.run(work, run, lambda stop: watch(load_study(run), run.trials, stop), data)
-    except WorkerDied as exc:  # the others finished its trials: summarise them, then say so
-        died = exc
     except KeyboardInterrupt:
         tally = counts(study)
         print(
@@ -229,8 +226,7 @@ def run_search(run: SearchRun, pool: WorkerPool) -> None:
         )
         raise SystemExit(130) from None
     summarize(study, run, tracker, data)
-    if died is not None:
-        raise died
+    pool.join()  # the other workers end meanwhile; one that died is reported after the summary
 
 
 def default_out(study_name: str) -> Path:

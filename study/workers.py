@@ -12,6 +12,7 @@ first seconds importing torch, Optuna and MLflow, which then overlaps this proce
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import multiprocessing
 import signal
@@ -40,6 +41,7 @@ def _serve(connection: Connection, preload: str) -> None:
         if task is not None:
             work, run, index = task
             work(run, index)
+            gc.freeze()  # see study.cli.run_main
     except (KeyboardInterrupt, EOFError):  # EOFError: the parent stopped before handing out work
         sys.exit(130)
 
@@ -61,7 +63,10 @@ class WorkerPool:
 
     def run(self, work: Worker, run: Any, progress: Callable[[threading.Event], None], *local: Any) -> None:
         """``work(run, 0, *local)`` here and ``work(run, i)`` in process i (``work`` pickles by its
-        module name; ``local``: what this process prepared already, such as the data set)."""
+        module name; ``local``: what this process prepared already, such as the data set).
+
+        Returns when this process's work is done; :meth:`join` waits for the others.
+        """
         for index, connection in enumerate(self.connections, start=1):
             connection.send((work, run, index))
             connection.close()
@@ -71,11 +76,14 @@ class WorkerPool:
         watcher.start()
         try:
             work(run, 0, *local)
-            for process in self.processes:
-                process.join()
         finally:
             stop.set()
             watcher.join()
+
+    def join(self) -> None:
+        """Wait for every process to end; :class:`WorkerDied` names any that ended abnormally."""
+        for process in self.processes:
+            process.join()
         died = [(i, p) for i, p in enumerate(self.processes, start=1) if p.exitcode != 0]
         if died:
             raise WorkerDied("; ".join(f"worker {i} (pid {p.pid}) {_ended(p.exitcode)}" for i, p in died))
@@ -100,6 +108,7 @@ def run_workers(work: Worker, run: Any, workers: int, progress: Callable[[thread
     """Run ``work(run, i)`` for i in 0..workers-1 (a module-level function, so it pickles by name)."""
     with WorkerPool(workers - 1, preload=work.__module__) as pool:
         pool.run(work, run, progress)
+        pool.join()
 
 
 def _ended(exitcode: int | None) -> str:
