@@ -155,11 +155,14 @@ def verify_cifar10(path: PathLike | None) -> dict[str, str]:
     folder = _cifar_folder(path)
     verified = {}
     for name, expected in CIFAR10_MD5.items():
-        digest = hashlib.md5((folder / name).read_bytes(), usedforsecurity=False).hexdigest()
+        content = (folder / name).read_bytes()
+        digest = hashlib.md5(content, usedforsecurity=False).hexdigest()
         if digest != expected:
             raise DataError(
-                f"{folder / name} does not match the official CIFAR-10 release (MD5 {digest}, expected "
-                f"{expected}): the file is truncated or altered (verify_checksums=False reads it anyway)."
+                f"{folder / name} differs from the official CIFAR-10 release: MD5 {digest} of its "
+                f"{len(content):,} bytes, the release's is {expected} (a subset, re-pickled or truncated "
+                "copy?). To use it anyway, set `data.verify_checksums: false` in params.yaml; its "
+                "structure is still checked."
             )
         verified[name] = digest
     return verified

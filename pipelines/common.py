@@ -16,11 +16,11 @@ from bnn import PreparedData, save_checkpoint
 from bnn.train import Observer
 from study.artifacts import write_csv, write_json
 from study.config import PROJECT_ROOT, Params
+from study.paths import PREPARED_DATA
 from study.runner import StageRun
-from study.tracking import RunLogger, Tracker, git_commit
+from study.tracking import CHECKPOINT_ARTIFACTS, RunLogger, Tracker, git_commit
 
-PREPARED = PROJECT_ROOT / "data" / "prepared"
-PREPARED_DATA = PREPARED / "data.pt"
+PREPARED = PREPARED_DATA.parent
 RUNS = PROJECT_ROOT / "runs"
 TRAINED_SECTIONS = ("seed", "threads", "data", "model", "stage1", "stage2", "distill")
 CHECKPOINT_TAG = "bnn.checkpoint_md5"
@@ -49,12 +49,13 @@ def file_md5(path: Path) -> str:
 
 def write_stage_outputs(stage: str, run: StageRun, logger: RunLogger, meta: dict) -> None:
     """Checkpoint, metrics.json and history.csv of one stage (each written atomically); the run that
-    wrote the checkpoint is tagged with its md5."""
+    wrote the checkpoint is tagged with its md5 and holds a copy (any host can fetch it from MLflow)."""
     out = stage_dir(stage)
     save_checkpoint(out / "model.pt", run.model, run.result.init_signs, meta)
     write_json(out / "metrics.json", run.result.final)
     write_csv(out / "history.csv", pd.DataFrame(run.result.history))
     logger.set_tags({CHECKPOINT_TAG: file_md5(out / "model.pt")})
+    logger.log_artifacts([out / "model.pt"], CHECKPOINT_ARTIFACTS)
 
 
 def checkpoint_run_ids(tracker: Tracker, stages: tuple[str, ...]) -> dict[str, str]:

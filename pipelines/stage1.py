@@ -19,6 +19,7 @@ def main() -> None:
     with tracker.child(
         parent, "stage1", params=logged, tags={"stage": "1", "data_hash": data.fingerprint()}
     ) as run:
+        run.log_dataset(data, data.fingerprint())
         stage = run_stage1(params, data, observers=(epoch_logger(run),), progress=True)
         meta = {"final": stage.result.final}
         if stage.teacher is not None:

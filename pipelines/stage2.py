@@ -27,6 +27,7 @@ def main() -> None:
     logged = params.model_dump(include={"seed", "model", "stage2"})
     tags = {"stage": "2", "data_hash": data.fingerprint(), **checkpoint_run_ids(tracker, ("stage1",))}
     with tracker.child(parent, "stage2", params=logged, tags=tags) as run:
+        run.log_dataset(data, data.fingerprint())
         stage = run_stage2(
             params,
             data,

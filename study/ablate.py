@@ -68,12 +68,13 @@ from study.artifacts import atomic_write, write_csv, write_json
 from study.cache import Stage1Cache, code_fingerprint
 from study.cli import run_main
 from study.config import PROJECT_ROOT, AblationConfig, Params, load_params
-from study.runner import augmentation, load_teacher, new_model, prepare, run_stage2
+from study.paths import PREPARED_DATA, STORE_ROOT
+from study.runner import augmentation, load_teacher, new_model, run_stage2
 from study.tracking import Tracker
 from study.workers import run_workers
 
 RESULTS = PROJECT_ROOT / "reports" / "ablations"
-STORE = PROJECT_ROOT / ".cache"
+STORE = STORE_ROOT / ".cache"
 HISTOGRAM_BINS = 121
 # Columns taken from the last stage's final record (NaN where that stage does not track them).
 FINAL_COLUMNS = {
@@ -333,6 +334,7 @@ class AblationRun:
     store_dir: Path
     cache_dir: Path
     workers: int
+    data_path: Path
 
 
 def cell_name(cell: Cell) -> str:
@@ -355,9 +357,9 @@ def final_metrics(result: dict) -> dict[str, float]:
 
 def work(run: AblationRun, worker: int = 0) -> None:
     """Train every cell nobody has stored or claimed; return when all cells are stored."""
-    data = prepare(run.params)
+    data = PreparedData.load(run.data_path)
     store, stage1_store = CellStore(run.store_dir), Stage1Cache(run.cache_dir)
-    tracker = Tracker.from_params(run.params)
+    tracker = Tracker.for_ablations(run.params)
     order = list(zip(run.cells, run.keys, strict=True))
     start = worker * len(order) // run.workers  # far apart, so two rarely wait for one stage 1
     order = order[start:] + order[:start]
@@ -444,14 +446,16 @@ def run_ablation(
     workers: int = 1,
     out_dir: Path = RESULTS,
     store_dir: Path = STORE,
+    data_path: Path = PREPARED_DATA,
 ) -> pd.DataFrame:
-    """Run (or reuse) every cell of ``name``; write ``<out_dir>/<name>.csv`` and ``.json``."""
+    """Run (or reuse) every cell of ``name`` on the prepared data set (the ``prepare`` stage's output);
+    write ``<out_dir>/<name>.csv`` and ``.json``."""
     settings = ablation_settings(params, quick)
     base = ablation_base(params, quick)
     cells = expand(name, params, quick)
-    data = prepare(params)
+    data = PreparedData.load(data_path)
     keys = [cell.key(base, data) for cell in cells]
-    tracker = Tracker.from_params(params)
+    tracker = Tracker.for_ablations(params)
     run_key = parent_run_key(name, base, data)
     parent = tracker.find_or_create_parent(
         run_key,
@@ -459,7 +463,7 @@ def run_ablation(
         {"bnn.kind": "ablation", "ablation": name, "data_hash": data.fingerprint(), "quick": str(quick)},
     )
     run = AblationRun(
-        name, params, base, cells, keys, parent, store_dir / "cells", store_dir / "stage1", workers
+        name, params, base, cells, keys, parent, store_dir / "cells", store_dir / "stage1", workers, data_path
     )
     store = CellStore(run.store_dir)
     run_workers(work, run, workers, lambda stop: watch(store, keys, f"ablation {name}", stop))
@@ -532,13 +536,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--params", type=Path, default=PROJECT_ROOT / "params.yaml")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default %(default)s)")
+    parser.add_argument(
+        "--data", type=Path, default=PREPARED_DATA, help="the prepared data set (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     params = load_params(args.params)
     workers = args.workers or params.ablation.workers
     if workers < 1:
         parser.error("--workers must be at least 1")
     for name in ABLATIONS if args.ablation == "all" else (args.ablation,):
-        run_ablation(name, params, quick=args.quick, workers=workers, out_dir=args.out)
+        run_ablation(name, params, quick=args.quick, workers=workers, out_dir=args.out, data_path=args.data)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python -m study.bench_search                         # 20 trials, seeds 0 1 2, 2 workers
     python -m study.bench_search --trials 100 --seeds 0 1 2
     make bench-search                                    # both, written to reports/benchmarks/
+                                                         # and their summaries into the README
 
 For each seed, one after the other on this machine: the plain loop (:mod:`study.plain_search`: one
 process, 2 torch threads, every trial a full stage 1 and stage 2, no pruning, no reuse, no MLflow)
@@ -25,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,7 +39,9 @@ import pandas as pd
 from study.config import DEFAULT_PARAMS, PROJECT_ROOT, load_params
 from study.runner import prepare
 from study.search_trial import FINISHED
-from study.tracking import Tracker
+from study.tracking import Tracker, git_commit
+
+README_BLOCK = re.compile(r"(<!-- bench-search[^\n]*-->\n).*?(<!-- /bench-search -->)", re.DOTALL)
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -103,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="search workers to measure")
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this .md file")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="then put the summary of every search-*.md beside --out into this file's bench-search block",
+    )
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
@@ -119,9 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     accuracy = runs["best_val_acc"].mean()
     val_size = len(prepare(params).val.labels)
-    head = (f"{args.trials} trials per run, seeds {' '.join(map(str, args.seeds))}, {os.cpu_count()} cores, "
-            f"params {args.params.name} (search.fixed {params.search.fixed}). One validation accuracy near "
-            f"{accuracy:.3f} on {val_size} images has a standard error of "
+    head = (f"{args.trials} trials per run, seeds {' '.join(map(str, args.seeds))}, {os.cpu_count()} cores "
+            f"({cpu_model()}), commit {git_commit()[:7]}, params {args.params.name} "
+            f"(search.fixed {params.search.fixed}). One validation accuracy near {accuracy:.3f} on "
+            f"{val_size} images has a standard error of "
             f"{100 * math.sqrt(accuracy * (1 - accuracy) / val_size):.2f} pp.")  # fmt: skip
     text = f"{head}\n\n{table.to_markdown(index=False, floatfmt='.3g')}\n\nEvery run:\n\n" + runs.to_markdown(
         index=False, floatfmt=".4g"
@@ -130,6 +141,33 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(f"`python -m study.bench_search {' '.join(argv or sys.argv[1:])}`\n\n{text}\n")
+        if args.readme:
+            update_readme(args.readme, args.out.parent)
+
+
+def cpu_model() -> str:
+    """The processor's name (Linux), else the architecture."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.exists() else []
+    return names[0].strip() if names else os.uname().machine
+
+
+def readme_block(folder: Path) -> str:
+    """The command, set-up and summary table of every ``search-<trials>.md`` in ``folder``, fewest
+    trials first (the per-run tables stay in the files)."""
+    parts = []
+    for path in sorted(folder.glob("search-*.md"), key=lambda p: int(p.stem.removeprefix("search-"))):
+        command, head, table = path.read_text().split("\n\n")[:3]
+        parts.append(f"{command}: {head}\n\n{table}")
+    return "\n\n".join(parts)
+
+
+def update_readme(readme: Path, folder: Path) -> None:
+    """Replace the text between ``<!-- bench-search ... -->`` and ``<!-- /bench-search -->``."""
+    text = readme.read_text()
+    if not README_BLOCK.search(text):
+        raise SystemExit(f"error: {readme} has no <!-- bench-search --> block")
+    readme.write_text(README_BLOCK.sub(lambda m: f"{m[1]}{readme_block(folder)}\n{m[2]}", text))
 
 
 def _line(row: dict) -> str:

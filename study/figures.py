@@ -13,11 +13,14 @@ import seaborn as sns  # noqa: E402
 
 from study.artifacts import atomic_write  # noqa: E402
 
+# The panels of dvc.yaml's interactive plots, as a static image that needs no network to view.
 CURVE_PANELS = {
     "accuracy": ["train_acc", "val_acc"],
-    "loss": ["train_loss", "val_loss"],
-    "FF ratio (per step, epoch mean)": ["ff_ratio"],
-    "C2I ratio": ["c2i_stage", "c2i_init"],
+    "cross-entropy loss": ["train_loss", "val_loss"],
+    "FF ratio (signs flipped per step, epoch mean)": ["ff_ratio"],
+    "C2I ratio (signs equal to the start)": ["c2i_stage", "c2i_init"],
+    "saturation (sign inputs outside [-1, 1])": ["saturation", "saturation_train"],
+    "dead weights (fraction)": ["dead_beyond_clip", "dead_zero_grad"],
 }
 
 
@@ -31,18 +34,19 @@ def training_curves(histories: dict[str, pd.DataFrame], path: str | Path) -> Pat
         frames.append(frame)
     data = pd.concat(frames, ignore_index=True)
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    fig, axes = plt.subplots(3, 2, figsize=(11, 10), sharex=True)
     for ax, (title, columns) in zip(axes.flat, CURVE_PANELS.items(), strict=True):
-        long = data.melt(
-            id_vars=["epoch", "stage"], value_vars=[c for c in columns if c in data], var_name="metric"
-        )
+        present = [c for c in columns if c in data]
+        if not present:  # no binary weights in this run: nothing to plot
+            ax.set_visible(False)
+            continue
+        long = data.melt(id_vars=["epoch", "stage"], value_vars=present, var_name="metric")
         sns.lineplot(  # one value per point: no interval, which seaborn would bootstrap unseeded
             data=long, x="epoch", y="value", hue="metric", style="stage", marker="o", errorbar=None, ax=ax
         )
         for start in starts[1:]:
             ax.axvline(start, color="grey", linestyle="--", linewidth=1)
-        ax.set_title(title)
-        ax.set_ylabel("")
+        ax.set(title=title, ylabel=title.split(" (")[0])
     fig.tight_layout()
     return _save(fig, path)
 

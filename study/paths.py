@@ -18,4 +18,19 @@ def find_project_root() -> Path:
     return next((folder for folder in (cwd, *cwd.parents) if (folder / "params.yaml").exists()), cwd)
 
 
+def find_store_root(project_root: Path) -> Path:
+    """Where the stores live (``mlflow.db``, ``optuna.db``, ``.cache/``): the project root, except in an
+    experiment DVC runs in a temporary copy of the repository (``dvc exp run --temp`` or ``--queue``,
+    in ``<repository>/.dvc/tmp/exps/...``, deleted afterwards), where it is the user's repository, so
+    the experiment's MLflow runs land beside the others and its stage-1 runs and ablation cells are
+    reused. ``$BNN_STUDY_ROOT`` sets both roots."""
+    parts = project_root.parts
+    for index in range(len(parts) - 2):
+        if parts[index : index + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:index])
+    return project_root
+
+
 PROJECT_ROOT = find_project_root()
+STORE_ROOT = find_store_root(PROJECT_ROOT)
+PREPARED_DATA = PROJECT_ROOT / "data" / "prepared" / "data.pt"  # the DVC stage prepare's data set

@@ -618,7 +618,7 @@ def log_to_mlflow(folder: Path, report: Path, figures: list[Path], claims: list[
     """Report, figures and verdicts go to every ablation's parent run (found by the run key its
     results record): each verdict as a tag, and as a metric where it has a code (untestable has none)."""
     params = load_params()
-    tracker = Tracker.from_params(params)
+    tracker = Tracker.for_ablations(params)
     for name in REPORTED:
         key = load_ablation(folder, name).get("mlflow_run_key")
         parent = tracker.latest_run(RUN_KEY_TAG, key) if key else None

@@ -27,7 +27,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from study.cli import run_main
-from study.paths import PROJECT_ROOT
+from study.paths import PROJECT_ROOT, STORE_ROOT
 from study.workers import WorkerPool
 
 SEARCH_FLAGS = ("trials", "study_name", "workers", "seed", "pruner", "stage1_candidates")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             objectives=objectives,
             parent_run_id="",
             out_dir=args.out or default_out(args.study_name),
-            cache_dir=args.cache_dir or PROJECT_ROOT / ".cache" / "stage1",
+            cache_dir=args.cache_dir or STORE_ROOT / ".cache" / "stage1",
             stage1_candidates=args.stage1_candidates,
             heartbeat=args.heartbeat or HEARTBEAT_SECONDS,
             grace=args.grace or max(GRACE_SECONDS, 3 * (args.heartbeat or 0)),

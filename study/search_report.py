@@ -28,8 +28,8 @@ from study import stage1_candidates  # noqa: E402
 from study.artifacts import atomic_write, write_csv  # noqa: E402
 from study.config import Params  # noqa: E402
 from study.runner import new_model  # noqa: E402
-from study.search_trial import CHECKPOINT_ARTIFACTS, checkpoint_path  # noqa: E402
-from study.tracking import Tracker  # noqa: E402
+from study.search_trial import checkpoint_path  # noqa: E402
+from study.tracking import CHECKPOINT_ARTIFACTS, Tracker  # noqa: E402
 
 if TYPE_CHECKING:
     from study.search_study import SearchRun

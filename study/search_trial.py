@@ -18,14 +18,13 @@ from study import stage1_candidates
 from study.cache import Stage1Cache
 from study.runner import load_teacher, run_stage2
 from study.space import suggest
-from study.tracking import Tracker
+from study.tracking import CHECKPOINT_ARTIFACTS, Tracker
 
 if TYPE_CHECKING:
     from study.search_study import SearchRun
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 PENDING = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-CHECKPOINT_ARTIFACTS = "model"  # a complete trial's stage-2 network, in its MLflow run
 LOG_EVERY_SECONDS = 5.0  # a trial's MLflow metrics are written in batches at most this often
 
 

@@ -17,14 +17,14 @@ from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from study.config import PROJECT_ROOT
+from study.paths import STORE_ROOT
 
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30
 
 
 def default_storage() -> str:
-    return f"sqlite:///{PROJECT_ROOT / 'optuna.db'}"
+    return f"sqlite:///{STORE_ROOT / 'optuna.db'}"
 
 
 def with_driver(url: str) -> str:

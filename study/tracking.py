@@ -37,7 +37,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bnn import PreparedData
-from study.config import PROJECT_ROOT, Params
+from study.config import Params
+from study.paths import PROJECT_ROOT, STORE_ROOT
 from study.storage import first_line, redact, with_driver
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -47,13 +48,14 @@ class TrackingError(ValueError):
     """The MLflow store cannot be used (unreachable database, bad credentials); no password shown."""
 
 
+CHECKPOINT_ARTIFACTS = "model"  # where a run's network goes among its MLflow artifacts
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 GIT_DIRTY_TAG = "bnn.git_dirty"
 RUN_KEY_TAG = "bnn.run_key"
 
 
 def tracking_uri(configured: str | None = None) -> str:
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{STORE_ROOT / 'mlflow.db'}"
     return with_driver(uri)
 
 
@@ -174,6 +176,12 @@ class Tracker:
     @classmethod
     def from_params(cls, params: Params) -> Tracker:
         return cls(params.tracking.uri, params.tracking.experiment)
+
+    @classmethod
+    def for_ablations(cls, params: Params) -> Tracker:
+        """The ablations' experiment, ``<experiment>-ablations``: their hundreds of cell runs would
+        otherwise push the pipeline's and the searches' runs off the first page of the MLflow UI."""
+        return cls(params.tracking.uri, f"{params.tracking.experiment}-ablations")
 
     def _experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)

@@ -4,7 +4,9 @@ A module-scoped fixture copies the project's code and ``dvc.yaml`` into a tempor
 writes a small ``params.yaml`` derived from the real one (digits, a 32-wide MLP, two epochs per stage) and
 runs ``dvc repro`` once. The tests then read its results and drive DVC further, in file order: a no-op
 repro, the pipeline re-run from scratch over its committed results (as the first ``make repro`` of a
-fresh clone), a change to one stage's params, a ``dvc exp run``, and a params file that fails validation.
+fresh clone), a change to one stage's params and back (DVC's run-cache), ``dvc exp run`` in the workspace
+and in a temporary copy (``--temp``, as queued experiments run), a data file that changes, and params
+files that fail validation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-STAGES = ["prepare", "stage1", "stage2", "evaluate"]
+STAGES = ["validate", "prepare", "stage1", "stage2", "evaluate"]
 STUDY_STAGES = ["ablate@wd", "ablate@optimizer", "ablate@stages", "ablate@latent", "report"]
 RUNNING = re.compile(r"^Running stage '([^']+)':", re.MULTILINE)
 EVALUATE_KEYS = {"test_acc", "val_acc", "ff_ratio", "c2i_ratio", "changed_from_init", "saturation"}
@@ -203,6 +206,18 @@ def test_figures(project: Project) -> None:
         assert figure.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
 
 
+def test_dvc_plots_show_offline_images_and_names_every_axis(project: Project) -> None:
+    """The interactive plots load their chart library from the network; the images do not."""
+    shown = json.loads(project.dvc("plots", "show", "--json").stdout)["data"]
+    images = {name for name, entries in shown.items() if entries[0]["type"] == "image"}
+    assert {"runs/evaluate/curves.png", "runs/evaluate/latent_weights.png"} <= images
+    for definition in YAML(typ="safe").load(project.root / "dvc.yaml")["plots"]:
+        ((name, plot),) = definition.items()
+        spec = json.dumps(shown[name][0]["content"])
+        for label in (plot["x_label"], plot["y_label"]):
+            assert json.dumps({"title": label})[1:-1] in spec, (name, label)
+
+
 def test_dvc_metrics_show(project: Project) -> None:
     shown = json.loads(project.dvc("metrics", "show", "--json").stdout)
     (workspace,) = shown.values()  # one revision: the workspace
@@ -247,6 +262,11 @@ def test_mlflow_run_tree(project: Project) -> None:
     for stage in ("stage1", "stage2"):
         assert by_name[stage].data.tags["bnn.checkpoint_md5"] == md5[f"runs/{stage}/model.pt"]
         assert parent.data.tags[f"{stage}_run_id"] == by_name[stage].info.run_id
+        # The network is in the run too, and the data set is its logged input.
+        artifacts = client.list_artifacts(by_name[stage].info.run_id, "model")
+        assert [artifact.path for artifact in artifacts] == ["model/model.pt"]
+        (dataset,) = by_name[stage].inputs.dataset_inputs
+        assert (dataset.dataset.name, dataset.dataset.digest) == ("digits", fingerprint[:32])
     assert by_name["stage2"].data.tags["stage1_run_id"] == by_name["stage1"].info.run_id
     for stage in ("stage1", "stage2"):
         run_id = by_name[stage].info.run_id
@@ -256,12 +276,11 @@ def test_mlflow_run_tree(project: Project) -> None:
     assert by_name["evaluate"].data.metrics["test_acc"] == pytest.approx(project.first_metrics["test_acc"])
 
 
-def test_second_repro_runs_nothing(project: Project) -> None:
+def test_second_repro_runs_nothing_but_validate(project: Project) -> None:
     proc = project.dvc("repro")
-    assert stages_run(proc.stdout) == []
-    for stage in STAGES + STUDY_STAGES:
+    assert stages_run(proc.stdout) == ["validate"]  # always: the whole params.yaml, the data source
+    for stage in STAGES[1:] + STUDY_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
-    assert "Data and pipelines are up to date" in proc.stdout
 
 
 def test_rerun_over_committed_results_rewrites_the_same_bytes_and_leaves_git_clean(project: Project) -> None:
@@ -297,16 +316,120 @@ def test_stage2_param_change_reruns_only_stage2_and_evaluate(project: Project) -
     params["stage2"]["lr"] = params["stage2"]["lr"] / 2
     project.write_params(params)
     proc = project.dvc("repro", "evaluate")  # the pipeline only; the ablations read stage2 params too
-    assert stages_run(proc.stdout) == ["stage2", "evaluate"]
+    assert stages_run(proc.stdout) == ["validate", "stage2", "evaluate"]
     assert project.metrics()["test_acc"] > 0.5
+
+
+def test_switching_a_param_back_restores_from_the_run_cache(project: Project) -> None:
+    md5 = locked_md5s(project)["runs/stage2/model.pt"]
+    params = project.read_params()
+    params["stage2"]["lr"] = params["stage2"]["lr"] * 2  # the value before the previous test
+    project.write_params(params)
+    proc = project.dvc("repro", "evaluate")
+    assert stages_run(proc.stdout) == ["validate"], "stage2 and evaluate ran with these params before"
+    for stage in ("stage2", "evaluate"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in proc.stdout
+    assert locked_md5s(project)["runs/stage2/model.pt"] != md5
+    assert project.metrics() == project.first_metrics
 
 
 def test_experiment_run(project: Project) -> None:
     project.commit("tiny pipeline results")  # `dvc exp run` needs a commit to base the experiment on
     proc = project.dvc("exp", "run", "-S", "stage1.weight_decay=1.0e-5", "evaluate")
-    assert stages_run(proc.stdout) == ["stage1", "stage2", "evaluate"]
+    assert stages_run(proc.stdout) == ["validate", "stage1", "stage2", "evaluate"]
     assert project.read_params()["stage1"]["weight_decay"] == pytest.approx(1.0e-5)
     assert project.metrics()["test_acc"] > 0.5
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy deprecations inside MLflow
+def test_temporary_experiments_use_the_projects_stores(project: Project) -> None:
+    """``dvc exp run --temp`` (and a queued experiment) runs in a copy under ``.dvc/tmp/exps`` that DVC
+    deletes: its MLflow runs must land in the project's store, and its ablation cells come from there."""
+    from mlflow.tracking import MlflowClient
+
+    project.write_params(tiny_params())  # the settings of the first repro, whose cells are stored
+    project.commit("before temporary experiments")
+    client = MlflowClient(tracking_uri=f"sqlite:///{project.root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bnn-study")
+    before = {run.info.run_id for run in client.search_runs([experiment.experiment_id], max_results=1000)}
+    proc = project.dvc("exp", "run", "--temp", "-S", "stage2.epochs=1", "evaluate")
+    assert stages_run(proc.stdout) == ["validate", "stage2", "evaluate"]  # stage 1 from the run-cache
+    new = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=1000)
+        if r.info.run_id not in before
+    ]
+    assert sorted(run.info.run_name for run in new) == ["evaluate", "pipeline", "stage2"]
+    assert project.read_params()["stage2"]["epochs"] == 2, "--temp leaves the workspace as it was"
+
+    before |= {run.info.run_id for run in new}
+    project.dvc("exp", "run", "--queue", "-S", "stage2.epochs=3", "evaluate")
+    project.dvc("queue", "start")  # a background worker, which stops when the queue is empty
+    deadline = time.monotonic() + TIMEOUT
+    while "Queued" in (status := project.dvc("queue", "status").stdout) or "Running" in status:
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    assert "Success" in status, status + project.dvc("queue", "logs", "--fail", check=False).stdout
+    new = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=1000)
+        if r.info.run_id not in before
+    ]
+    assert sorted(run.info.run_name for run in new) == ["evaluate", "pipeline", "stage2"]
+    assert {run.data.params.get("stage2.epochs") for run in new if run.info.run_name == "stage2"} == {"3"}
+
+    cells = {path: path.stat().st_mtime_ns for path in (project.root / ".cache" / "cells").glob("*.json")}
+    assert cells, "the first repro stored its ablation cells in the project"
+    proc = project.dvc("exp", "run", "--temp", "--force", "--single-item", "ablate@stages")
+    assert stages_run(proc.stdout) == ["ablate@stages"]
+    after = {path: path.stat().st_mtime_ns for path in (project.root / ".cache" / "cells").glob("*.json")}
+    assert after == cells, "every cell was reused from the project's cell store, none trained again"
+
+
+def test_a_changed_data_file_reruns_prepare_and_the_old_one_comes_from_the_run_cache(
+    project: Project, tmp_path: Path
+) -> None:
+    """``data.path`` is a param, not a DVC dependency: ``validate`` hashes its content for ``prepare``."""
+    import numpy as np
+
+    rows = np.random.default_rng(0).integers(0, 256, size=(300, 785))
+    rows[:, -1] = np.arange(300) % 10  # the label column, 30 images per class
+    csv = tmp_path / "mnist.csv"
+    np.savetxt(csv, rows, fmt="%d", delimiter=",")
+    original = project.params_path.read_text()
+    params = project.read_params()
+    params["data"].update(name="mnist5k", path=str(csv))
+    project.write_params(params)
+    try:
+        assert stages_run(project.dvc("repro", "prepare").stdout) == ["validate", "prepare"]
+        assert stages_run(project.dvc("repro", "prepare").stdout) == ["validate"]
+        with open(csv, "a") as stream:  # ten more images
+            np.savetxt(stream, rows[:10], fmt="%d", delimiter=",")
+        assert stages_run(project.dvc("repro", "prepare").stdout) == ["validate", "prepare"]
+        assert json.loads((project.root / "data/prepared/summary.json").read_text())["train"] > 0
+    finally:
+        project.params_path.write_text(original)
+    proc = project.dvc("repro", "prepare")
+    assert stages_run(proc.stdout) == ["validate"]
+    assert "Stage 'prepare' is cached - skipping run, checking out outputs" in proc.stdout
+    assert json.loads((project.root / "data/prepared/summary.json").read_text())["name"] == "digits"
+
+
+def test_an_unknown_top_level_key_fails_dvc_repro_in_one_line(project: Project) -> None:
+    original = project.params_path.read_text()
+    params = project.read_params()
+    params["epochs"] = 3  # meant for a stage: no stage declares it, so DVC alone would say "up to date"
+    project.write_invalid_params(params)
+    try:
+        proc = project.dvc("repro", check=False)
+    finally:
+        project.params_path.write_text(original)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert stages_run(proc.stdout) == ["validate"]
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: params.yaml: epochs: unknown key"], output
+    assert "Traceback" not in output
 
 
 def test_invalid_params_fail_in_one_line_and_keep_results(project: Project) -> None:
@@ -323,11 +446,11 @@ def test_invalid_params_fail_in_one_line_and_keep_results(project: Project) -> N
 
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert stages_run(proc.stdout) == ["stage2"], "only stage2 reads the stage2 params"
+    assert stages_run(proc.stdout) == ["validate"], "validate reads the whole file, first"
     errors = [line for line in output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "stage2.lrr" in errors[0], output
     assert "Traceback" not in output
     for path, content in before.items():
         assert (project.root / path).read_bytes() == content, f"{path} changed by a failed run"
     # The failed run recorded nothing: with the params restored, the pipeline is up to date again.
-    assert stages_run(project.dvc("repro", "evaluate").stdout) == []
+    assert stages_run(project.dvc("repro", "evaluate").stdout) == ["validate"]

@@ -255,6 +255,9 @@ def test_load_errors(tmp_path):
 
 def test_cifar10_checksums_refuse_altered_or_truncated_files(cifar_root):
     """The synthetic batches are not the official release: verification names the first file that differs."""
-    with pytest.raises(DataError, match=r"data_batch_1 does not match the official CIFAR-10 release"):
+    with pytest.raises(DataError, match=r"data_batch_1 differs from the official CIFAR-10 release") as error:
         prepare_data("cifar10", cifar_root, val_fraction=0.2, test_fraction=0.3, seed=1)
+    size = (cifar_root / "cifar-10-batches-py" / "data_batch_1").stat().st_size
+    assert f"{size:,} bytes" in str(error.value)  # what differs: the MD5 and size of the file given
+    assert "set `data.verify_checksums: false` in params.yaml" in str(error.value)  # the key, not a kwarg
     assert set(CIFAR10_MD5) == set(CIFAR10_FILES)

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ruamel.yaml import YAML
 
-from bnn import NonFiniteLossError
+from bnn import DataError, NonFiniteLossError
 from study import ablate
 from study.ablate import ablation_base, expand, run_ablation
 from study.cache import stage1_key
@@ -203,6 +203,19 @@ def test_bad_ablation_settings_are_one_line_naming_the_key(params, ablation, mes
         params.with_overrides({f"ablation.{key}": value for key, value in ablation.items()})
 
 
+def test_the_ablation_reads_the_prepared_data_it_declares_to_dvc(params, tmp_path):
+    """Not the raw source again: without the ``prepare`` stage's file there is nothing to train on."""
+    with pytest.raises(DataError, match="absent.pt does not exist"):
+        run_ablation(
+            "stages",
+            params,
+            quick=True,
+            out_dir=tmp_path,
+            store_dir=tmp_path,
+            data_path=tmp_path / "absent.pt",
+        )
+
+
 def test_unknown_ablation_raises(params):
     with pytest.raises(ValueError, match="unknown ablation 'lr'"):
         expand("lr", params)
@@ -312,6 +325,7 @@ def write_params(folder: Path) -> Path:
     path = folder / "params.yaml"
     with open(path, "w") as stream:
         YAML().dump(raw, stream)
+    prepare(load_params(path)).save(folder / "data.pt")  # what the DVC stage prepare writes
     return path
 
 
@@ -330,7 +344,8 @@ def ablated(tmp_path_factory):
     params = load_params(write_params(folder))
     out, store = folder / "out", folder / "store"
     with pytest.MonkeyPatch.context() as patch:
-        tables = {name: run_ablation(name, params, quick=True, out_dir=out, store_dir=store)
+        tables = {name: run_ablation(name, params, quick=True, out_dir=out, store_dir=store,
+                               data_path=folder / "data.pt")
                   for name in ablate.ABLATIONS}  # fmt: skip
         before = store_files(store)
         wd_csv, wd_json = (out / "wd.csv").read_text(), (out / "wd.json").read_text()
@@ -339,7 +354,9 @@ def ablated(tmp_path_factory):
             raise AssertionError("a stored cell was trained again")
 
         patch.setattr(ablate, "run_cell", must_not_train)
-        again = run_ablation("wd", params, quick=True, out_dir=out, store_dir=store)
+        again = run_ablation(
+            "wd", params, quick=True, out_dir=out, store_dir=store, data_path=folder / "data.pt"
+        )
         after = store_files(store)
     report, figures, claims = write_report(out, folder / "report" / "reproduction.md", params.ablation.margin)
     return {
@@ -352,7 +369,7 @@ def ablated(tmp_path_factory):
 def children(ablated, name: str) -> list:
     """The MLflow child runs of ablation ``name``'s parent."""
     client = MlflowClient(ablated["params"].tracking.uri)
-    experiment = client.get_experiment_by_name("ablate-test")
+    experiment = client.get_experiment_by_name("ablate-test-ablations")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parent = next(
         r for r in runs if r.data.tags.get("bnn.kind") == "ablation" and r.data.tags["ablation"] == name
@@ -458,7 +475,15 @@ def test_two_workers_write_the_same_results_files_as_one(ablated, tmp_path):
     processes gives byte-identical results to the single worker's (which reused other ablations' cells)."""
     params = load_params(write_params(tmp_path))  # its own MLflow store
     out = tmp_path / "out"
-    run_ablation("stages", params, quick=True, workers=2, out_dir=out, store_dir=tmp_path / "store")
+    run_ablation(
+        "stages",
+        params,
+        quick=True,
+        workers=2,
+        out_dir=out,
+        store_dir=tmp_path / "store",
+        data_path=tmp_path / "data.pt",
+    )
     for suffix in ("json", "csv"):
         assert (out / f"stages.{suffix}").read_text() == (
             ablated["folder"] / "out" / f"stages.{suffix}"
@@ -469,7 +494,7 @@ def test_two_workers_write_the_same_results_files_as_one(ablated, tmp_path):
 def test_results_files_hold_no_run_ids(ablated):
     """Run ids differ between clones: they are in MLflow only, never in the results DVC tracks."""
     client = MlflowClient(ablated["params"].tracking.uri)
-    experiment = client.get_experiment_by_name("ablate-test")
+    experiment = client.get_experiment_by_name("ablate-test-ablations")
     run_ids = {r.info.run_id for r in client.search_runs([experiment.experiment_id], max_results=1000)}
     for name in ablate.ABLATIONS:
         for suffix in ("json", "csv"):
@@ -480,7 +505,7 @@ def test_results_files_hold_no_run_ids(ablated):
 @pytest.mark.slow
 def test_one_mlflow_parent_per_ablation_with_a_child_per_cell(ablated):
     client = MlflowClient(ablated["params"].tracking.uri)
-    experiment = client.get_experiment_by_name("ablate-test")
+    experiment = client.get_experiment_by_name("ablate-test-ablations")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = {r.data.tags["ablation"]: r for r in runs if r.data.tags.get("bnn.kind") == "ablation"}
     assert sorted(parents) == sorted(ablate.ABLATIONS)
@@ -552,7 +577,14 @@ def test_a_cell_with_a_nan_loss_is_recorded_as_failed_and_the_rest_runs(tmp_path
 
     monkeypatch.setattr(ablate, "run_cell", run_cell)  # workers=1: the cells run in this process
     out = tmp_path / "out"
-    table = run_ablation("stages", params, quick=True, out_dir=out, store_dir=tmp_path / "store")
+    table = run_ablation(
+        "stages",
+        params,
+        quick=True,
+        out_dir=out,
+        store_dir=tmp_path / "store",
+        data_path=tmp_path / "data.pt",
+    )
     assert len(table) == 6
     failed = table[table["failure"].notna()]
     assert list(zip(failed["training"], failed["seed"], strict=True)) == [("one-stage", 1)]
@@ -567,7 +599,7 @@ def test_a_cell_with_a_nan_loss_is_recorded_as_failed_and_the_rest_runs(tmp_path
     frame = cell_frame(json.loads((out / "stages.json").read_text()))
     assert len(frame) == 5 and ("one-stage", 1) not in set(zip(frame["training"], frame["seed"], strict=True))
     client = MlflowClient(params.tracking.uri)
-    experiment = client.get_experiment_by_name("ablate-test")
+    experiment = client.get_experiment_by_name("ablate-test-ablations")
     runs = [r for r in client.search_runs([experiment.experiment_id]) if "failure" in r.data.tags]
     assert [r.data.tags["cell_key"] for r in runs] == [failed["key"].item()]
     assert runs[0].info.status == "FINISHED"
