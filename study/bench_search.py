@@ -37,11 +37,10 @@ import optuna
 import pandas as pd
 
 from study.config import DEFAULT_PARAMS, PROJECT_ROOT, load_params
+from study.readme import replace_block
 from study.runner import prepare
 from study.search_trial import FINISHED
 from study.tracking import Tracker, git_commit
-
-README_BLOCK = re.compile(r"(<!-- bench-search[^\n]*-->\n).*?(<!-- /bench-search -->)", re.DOTALL)
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -163,11 +162,8 @@ def readme_block(folder: Path) -> str:
 
 
 def update_readme(readme: Path, folder: Path) -> None:
-    """Replace the text between ``<!-- bench-search ... -->`` and ``<!-- /bench-search -->``."""
-    text = readme.read_text()
-    if not README_BLOCK.search(text):
-        raise SystemExit(f"error: {readme} has no <!-- bench-search --> block")
-    readme.write_text(README_BLOCK.sub(lambda m: f"{m[1]}{readme_block(folder)}\n{m[2]}", text))
+    """Put :func:`readme_block` into the README's ``bench-search`` block."""
+    replace_block(readme, "bench-search", readme_block(folder))
 
 
 def _line(row: dict) -> str:

@@ -22,7 +22,6 @@ Example (a binary MLP on 28x28 digits)::
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from torch import nn
 from bnn.layers import BINARY_WEIGHT_LAYERS
 from bnn.models.registry import build_model
 from study.cli import run_main
+from study.readme import replace_block
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,6 @@ SETTINGS = (
     Setting("reactnet_a", 32, 3, 224, 1000, "ImageNet 224x224"),
 )
 PAPER_REACTNET_A = {"ops": 0.87e8}  # ReActNet-A's OPs as AdamBNN reports them (ImageNet, 224x224)
-README_BLOCK = re.compile(r"(<!-- model-summary[^\n]*-->\n).*?(<!-- /model-summary -->)", re.DOTALL)
 
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> pd.DataFrame:
@@ -140,14 +139,6 @@ def summary_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def update_readme(readme: Path, table: str) -> None:
-    """Replace the text between ``<!-- model-summary ... -->`` and ``<!-- /model-summary -->``."""
-    text = readme.read_text()
-    if not README_BLOCK.search(text):
-        raise SystemExit(f"error: {readme} has no <!-- model-summary --> block")
-    readme.write_text(README_BLOCK.sub(lambda m: f"{m[1]}{table}\n{m[2]}", text))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m study.model_summary", description=__doc__.splitlines()[0]
@@ -163,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     table = summary_table().to_markdown(index=False, disable_numparse=True)
     print(table)
     if args.readme:
-        update_readme(args.readme, table)
+        replace_block(args.readme, "model-summary", table)
 
 
 if __name__ == "__main__":

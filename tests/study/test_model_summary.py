@@ -8,7 +8,8 @@ import pytest
 
 from bnn.models.registry import MODELS
 from study import model_summary
-from study.model_summary import PAPER_REACTNET_A, SETTINGS, build, layer_table, totals, update_readme
+from study.model_summary import PAPER_REACTNET_A, SETTINGS, build, layer_table, totals
+from study.readme import replace_block
 
 
 def costs(name: str) -> dict[str, float]:
@@ -43,5 +44,5 @@ def test_the_docstring_example_runs():
 def test_the_readme_block_is_replaced(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- model-summary: generated -->\nold\n<!-- /model-summary -->\nb\n")
-    update_readme(readme, "| new |")
+    replace_block(readme, "model-summary", "| new |")
     assert readme.read_text() == "a\n<!-- model-summary: generated -->\n| new |\n<!-- /model-summary -->\nb\n"
