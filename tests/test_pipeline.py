@@ -1,4 +1,4 @@
-"""End to end: the real DVC pipeline (prepare -> stage1 -> stage2 -> evaluate) on a tiny params file.
+"""End to end: the real DVC pipeline (prepare -> stage1 -> ... -> evaluate -> export) on a tiny params file.
 
 A module-scoped fixture copies the project's code and ``dvc.yaml`` into a temporary git + DVC repository,
 writes a small ``params.yaml`` derived from the real one (digits, a 32-wide MLP, two epochs per stage) and
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 STAGES = ["validate", "prepare", "stage1", "stage2", "evaluate"]
+EXPORT = ["export"]
 STUDY_STAGES = ["ablate@wd", "ablate@optimizer", "ablate@stages", "ablate@latent", "report"]
 RUNNING = re.compile(r"^Running stage '([^']+)':", re.MULTILINE)
 EVALUATE_KEYS = {"test_acc", "val_acc", "ff_ratio", "c2i_ratio", "changed_from_init", "saturation"}
@@ -175,7 +176,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 def test_repro_runs_every_stage(project: Project) -> None:
-    assert stages_run(project.first_repro.stdout) == STAGES + STUDY_STAGES
+    assert stages_run(project.first_repro.stdout) == STAGES + EXPORT + STUDY_STAGES
     for out in ("data/prepared/data.pt", "runs/stage1/model.pt", "runs/stage2/model.pt"):
         assert (project.root / out).stat().st_size > 0, out
     for stage in ("stage1", "stage2"):
@@ -224,6 +225,21 @@ def test_dvc_metrics_show(project: Project) -> None:
     evaluate = workspace["data"]["runs/evaluate/metrics.json"]["data"]
     assert {"test_acc", "ff_ratio"} <= set(evaluate)
     assert set(workspace["data"]) >= {"runs/stage1/metrics.json", "runs/stage2/metrics.json"}
+    export = workspace["data"]["runs/export/metrics.json"]["data"]
+    assert export["match"] and export["export_acc"] == evaluate["test_acc"]
+
+
+def test_export_is_the_evaluated_network_at_one_bit(project: Project) -> None:
+    from study.inference_model import load_exported
+
+    export = project.metrics("export")
+    assert export["match"] and export["prediction_mismatches"] == 0
+    assert export["onnx_match"] and export["onnx_prediction_mismatches"] == 0
+    assert export["export_acc"] == export["trained_acc"] == project.first_metrics["test_acc"]
+    assert export["size_ratio"] <= 1 / 25
+    network = load_exported(project.root / "runs" / "export" / "model.bnn")  # from the file alone
+    assert not any(name.endswith("weight") and p.requires_grad for name, p in network.named_parameters())
+    assert (project.root / "runs" / "export" / "model.onnx").stat().st_size > 0
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy deprecations inside MLflow
@@ -254,7 +270,7 @@ def test_mlflow_run_tree(project: Project) -> None:
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
     by_name = {run.info.run_name: run for run in children}
-    assert sorted(by_name) == ["evaluate", "stage1", "stage2"]
+    assert sorted(by_name) == ["evaluate", "export", "stage1", "stage2"]
     assert all(run.info.status == "FINISHED" for run in children)
     assert all(run.data.tags["bnn.git_dirty"] == "false" for run in children)
     # Checkpoints hold no run id: runs are linked to them by the md5 DVC records in dvc.lock.
@@ -274,12 +290,16 @@ def test_mlflow_run_tree(project: Project) -> None:
             steps = sorted(m.step for m in client.get_metric_history(run_id, metric))
             assert steps == [1, 2], f"{stage}.{metric}: one value per epoch"
     assert by_name["evaluate"].data.metrics["test_acc"] == pytest.approx(project.first_metrics["test_acc"])
+    assert by_name["export"].data.metrics["export_acc"] == pytest.approx(project.first_metrics["test_acc"])
+    assert parent.data.metrics["export_match"] == 1.0
+    exported = client.list_artifacts(by_name["export"].info.run_id, "export")
+    assert [artifact.path for artifact in exported] == ["export/model.bnn"]
 
 
 def test_second_repro_runs_nothing_but_validate(project: Project) -> None:
     proc = project.dvc("repro")
     assert stages_run(proc.stdout) == ["validate"]  # always: the whole params.yaml, the data source
-    for stage in STAGES[1:] + STUDY_STAGES:
+    for stage in STAGES[1:] + EXPORT + STUDY_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
 
 
