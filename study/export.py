@@ -11,8 +11,11 @@ more than ``RTOL`` times the largest logit (at least 1), see :mod:`study.export_
     python -m study.export <mlflow run id> --out model.bnn --metrics export.json
 
 ``SOURCE``: a stage-2 checkpoint, a search trial checkpoint or an MLflow run id
-(:mod:`study.export_source`). Wrong input (no such source, a stage-1 network, a broken file) is one
-line and exit status 2.
+(:mod:`study.export_source`). An export file (``*.bnn``) as ``SOURCE`` is checked instead: loaded
+alone and evaluated on the split. Wrong input (no such source, a stage-1 network, weights or an export
+that do not fit the model or the data, a broken file) is one line and exit status 2::
+
+    python -m study.export runs/export/model.bnn           # accuracy of the 1-bit file alone
 """
 
 from __future__ import annotations
@@ -144,9 +147,37 @@ def export_verified(
             tmp.unlink(missing_ok=True)
 
 
+def check_export(path: Path, data, split: str = "test", batch_size: int = 512) -> dict[str, Any]:
+    """An export file alone on ``split`` of ``data``: its accuracy (it must fit the data's images)."""
+    from study.export_format import read_export
+    from study.export_verify import accuracy
+    from study.inference_model import inference_model
+
+    payload = read_export(path)
+    arch = payload["architecture"]
+    stored = (arch["in_channels"], arch["image_size"], arch["num_classes"])
+    if stored != (data.in_channels, data.image_size, data.num_classes):
+        raise ExportError(
+            f"{path} takes {stored[0]}x{stored[1]}x{stored[1]} images in {stored[2]} classes, the data "
+            f"has {data.in_channels}x{data.image_size}x{data.image_size} in {data.num_classes}"
+        )
+    result = {"samples": len(getattr(data, split)), **size_report(payload)}
+    result["export_acc"] = accuracy(inference_model(payload), getattr(data, split), data, batch_size)
+    print(
+        f"{path} ({arch['model']}, width {arch['width']}): {split} acc {result['export_acc']:.4f} on "
+        f"{result['samples']} images; binary layers {result['binary_bytes_export']:,} bytes "
+        f"(1/{1 / result['size_ratio']:.1f} of float32)"
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m study.export", description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="a stage-2 checkpoint, a search trial checkpoint, or an MLflow run id")
+    parser.add_argument(
+        "source",
+        help="a stage-2 checkpoint, a search trial checkpoint, or an MLflow run id; an export file (.bnn) "
+        "to check it alone",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the 1-bit file (default: %(default)s)")
     parser.add_argument("--onnx", type=Path, help="also write the inference network as ONNX and check it")
     parser.add_argument("--params", type=Path, help="params file (default: the project's params.yaml)")
@@ -163,9 +194,11 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params or DEFAULT_PARAMS)
     torch.set_num_threads(params.threads)
-    result = export_verified(
-        args.source, params, PreparedData.load(args.data), args.out, args.onnx, args.split
-    )
+    data = PreparedData.load(args.data)
+    if args.source.endswith(".bnn"):
+        result = check_export(Path(args.source), data, args.split, params.evaluation.batch_size)
+    else:
+        result = export_verified(args.source, params, data, args.out, args.onnx, args.split)
     if args.metrics:
         write_json(args.metrics, result)
 

@@ -49,6 +49,14 @@ def verify(trained: nn.Module, exported: nn.Module, split, data, batch_size: int
     }
 
 
+@torch.no_grad()
+def accuracy(network: nn.Module, split, data, batch_size: int = 512) -> float:
+    correct = 0
+    for x, y in iterate_batches(split, batch_size=batch_size, mean=data.mean, std=data.std, shuffle=False):
+        correct += int((network(x).argmax(1) == y).sum())
+    return correct / len(split)
+
+
 def size_report(payload: dict[str, Any]) -> dict[str, Any]:
     """Bytes of the binary layers in the export (sign bits, and a scale where none is folded) against
     their weights at float32 in the checkpoint."""

@@ -203,6 +203,29 @@ def test_bad_sources_exit_2_with_one_line(tiny, tmp_path, capsys, case):
     assert not out.exists()
 
 
+def test_an_export_file_is_checked_alone_and_bad_ones_are_one_line(tiny, exported_file, tmp_path, capsys):
+    from bnn import evaluate, load_checkpoint
+    from study.runner import new_model
+
+    params, data = load_params(tiny / "params.yaml"), PreparedData.load(tiny / "data.pt")
+    trained = new_model(params, data)
+    trained.load_state_dict(load_checkpoint(tiny / "runs" / "stage2" / "model.pt")["state_dict"])
+    expected = evaluate(set_mode(trained, "binary"), data.test, data)["acc"]
+    status, stdout, err = run_cli(cli(tiny, exported_file), capsys)
+    assert status == 0, err
+    assert f"test acc {expected:.4f}" in stdout and "1/32.0 of float32" in stdout
+
+    raw = exported_file.read_bytes()
+    (tmp_path / "truncated.bnn").write_bytes(raw[: len(raw) // 2])
+    status, _, err = run_cli(cli(tiny, tmp_path / "truncated.bnn"), capsys)
+    assert status == 2
+    one_error_line(err, "truncated.bnn", "not a readable export file")
+    prepare(params.with_overrides({"data.name": "mnist5k"})).save(tmp_path / "mnist.pt")  # 28x28, not 8x8
+    status, _, err = run_cli([*cli(tiny, exported_file), "--data", str(tmp_path / "mnist.pt")], capsys)
+    assert status == 2
+    one_error_line(err, "1x8x8 images", "1x28x28")
+
+
 def test_the_module_runs_as_a_command(tmp_path):
     missing = tmp_path / "missing.pt"
     done = subprocess.run([sys.executable, "-m", "study.export", str(missing), "--out", str(tmp_path / "x")],
