@@ -124,9 +124,17 @@ def ablation_settings(params: Params, quick: bool) -> AblationConfig:
 
 
 def ablation_base(params: Params, quick: bool) -> Params:
-    """The pipeline's params with the ablation's epochs (and the quick variant's) applied."""
-    epochs = ablation_settings(params, quick).epochs
-    return params.with_overrides({"stage1.epochs": epochs, "stage2.epochs": epochs})
+    """The pipeline's params with the ablation's epochs (and the quick variant's) and the recipe's
+    weight decays (``ablation.recipe_weight_decay``, not the pipeline's) applied."""
+    settings = ablation_settings(params, quick)
+    return params.with_overrides(
+        {
+            "stage1.epochs": settings.epochs,
+            "stage2.epochs": settings.epochs,
+            "stage1.weight_decay": settings.recipe_weight_decay.stage1,
+            "stage2.weight_decay": settings.recipe_weight_decay.stage2,
+        }
+    )
 
 
 def seeds(name: str, settings: AblationConfig) -> list[int]:

@@ -62,8 +62,7 @@ def params():
             "ablation.latent": LATENT,
             **{f"{stage}.optimizer": "adam" for stage in ("stage1", "stage2")},
             **{f"{stage}.lr": 2.0e-3 for stage in ("stage1", "stage2")},
-            "stage1.weight_decay": PAPER[0],
-            "stage2.weight_decay": PAPER[1],
+            "ablation.recipe_weight_decay": {"stage1": PAPER[0], "stage2": PAPER[1]},
         }
     )
 
@@ -79,6 +78,19 @@ def keys(params, data, name: str, quick: bool = False) -> dict[tuple, str]:
 
 
 # --- grid expansion -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["wd", "optimizer", "stages", "latent"])
+def test_the_pipelines_weight_decays_change_no_ablation_cell(params, digits, name):
+    """``dvc exp run -S stage1.weight_decay=1e-5``: every cell keeps its key (nothing retrains); the
+    cells that do not sweep the decays train with the recipe's, ``ablation.recipe_weight_decay``."""
+    experiment = params.with_overrides({"stage1.weight_decay": 1.0e-5, "stage2.weight_decay": 1.0e-4})
+    assert keys(experiment, digits, name) == keys(params, digits, name)
+    recipe = params.with_overrides({"ablation.recipe_weight_decay": {"stage1": 1.0e-6, "stage2": 0.0}})
+    changed = keys(recipe, digits, name) != keys(params, digits, name)
+    assert changed == (name != "wd")
+    base = ablation_base(experiment, quick=False)
+    assert (base.stage1.weight_decay, base.stage2.weight_decay) == PAPER
 
 
 def test_wd_grid_is_stage1_x_stage2_x_seeds(params):
