@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     from bnn import PreparedData
     from study.artifacts import write_json
     from study.config import DEFAULT_PARAMS, load_params
+    from study.export_source import check_exists
 
+    check_exists(args.source)
     params = load_params(args.params or DEFAULT_PARAMS)
     torch.set_num_threads(params.threads)
     data = PreparedData.load(args.data)

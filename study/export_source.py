@@ -174,6 +174,12 @@ def from_mlflow(run_id: str, params: Params) -> Trained:
     return Trained(state_dict, config, run_id, provenance, tags.get("data_hash"))
 
 
+def check_exists(source: str) -> None:
+    """Refuse at once a source that is neither a file nor an MLflow run id (before any data is read)."""
+    if not Path(source).exists() and not RUN_ID.fullmatch(source):
+        raise ExportError(f"{source}: no such checkpoint file, and not an MLflow run id")
+
+
 def resolve(source: str, params: Params) -> Trained:
     """The trained stage-2 weights of ``source`` (a checkpoint path or an MLflow run id) and their model."""
     path = Path(source)

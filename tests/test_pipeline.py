@@ -4,9 +4,8 @@ A module-scoped fixture copies the project's code and ``dvc.yaml`` into a tempor
 writes a small ``params.yaml`` derived from the real one (digits, a 32-wide MLP, two epochs per stage) and
 runs ``dvc repro`` once. The tests then read its results and drive DVC further, in file order: a no-op
 repro, the pipeline re-run from scratch over its committed results (as the first ``make repro`` of a
-fresh clone), a change to one stage's params and back (DVC's run-cache), ``dvc exp run`` in the workspace
-and in a temporary copy (``--temp``, as queued experiments run), a data file that changes, and params
-files that fail validation.
+fresh clone), a change to one stage's params and back (DVC's run-cache), a queued ``dvc exp run`` (run in a
+temporary copy of the project), a data file that changes, and params files that fail validation.
 """
 
 from __future__ import annotations
@@ -353,57 +352,46 @@ def test_switching_a_param_back_restores_from_the_run_cache(project: Project) ->
     assert project.metrics() == project.first_metrics
 
 
-def test_experiment_run(project: Project) -> None:
-    project.commit("tiny pipeline results")  # `dvc exp run` needs a commit to base the experiment on
-    proc = project.dvc("exp", "run", "-S", "stage1.weight_decay=1.0e-5", "evaluate")
-    assert stages_run(proc.stdout) == ["validate", "stage1", "stage2", "evaluate"]
-    assert project.read_params()["stage1"]["weight_decay"] == pytest.approx(1.0e-5)
-    assert project.metrics()["test_acc"] > 0.5
-
-
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy deprecations inside MLflow
-def test_temporary_experiments_use_the_projects_stores(project: Project) -> None:
-    """``dvc exp run --temp`` (and a queued experiment) runs in a copy under ``.dvc/tmp/exps`` that DVC
-    deletes: its MLflow runs must land in the project's store, and its ablation cells come from there."""
+def test_a_queued_experiment_uses_the_projects_stores_and_retrains_no_ablation_cell(project: Project) -> None:
+    """``dvc exp run --queue -S stage1.weight_decay=1e-5 && dvc queue start``: the experiment runs in a
+    copy under ``.dvc/tmp/exps`` that DVC deletes. Its MLflow runs land in the project's store, and
+    the ablation's cells come from the project's cell store (the ablations train with the recipe's
+    weight decays, ``ablation.recipe_weight_decay``, whatever the pipeline's)."""
     from mlflow.tracking import MlflowClient
 
     project.write_params(tiny_params())  # the settings of the first repro, whose cells are stored
-    project.commit("before temporary experiments")
+    project.commit("before a queued experiment")
     client = MlflowClient(tracking_uri=f"sqlite:///{project.root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("bnn-study")
     before = {run.info.run_id for run in client.search_runs([experiment.experiment_id], max_results=1000)}
-    proc = project.dvc("exp", "run", "--temp", "-S", "stage2.epochs=1", "evaluate")
-    assert stages_run(proc.stdout) == ["validate", "stage2", "evaluate"]  # stage 1 from the run-cache
-    new = [
-        r
-        for r in client.search_runs([experiment.experiment_id], max_results=1000)
-        if r.info.run_id not in before
-    ]
-    assert sorted(run.info.run_name for run in new) == ["evaluate", "pipeline", "stage2"]
-    assert project.read_params()["stage2"]["epochs"] == 2, "--temp leaves the workspace as it was"
+    cells = {path: path.stat().st_mtime_ns for path in (project.root / ".cache" / "cells").glob("*.json")}
+    assert cells, "the first repro stored its ablation cells in the project"
 
-    before |= {run.info.run_id for run in new}
-    project.dvc("exp", "run", "--queue", "-S", "stage2.epochs=3", "evaluate")
+    # The pipeline and one ablation (the rest reuse cells alike, tests/study/test_ablate.py checks each).
+    project.dvc("exp", "run", "--queue", "-S", "stage1.weight_decay=1e-5", "export", "ablate@stages")
     project.dvc("queue", "start")  # a background worker, which stops when the queue is empty
     deadline = time.monotonic() + TIMEOUT
     while "Queued" in (status := project.dvc("queue", "status").stdout) or "Running" in status:
         assert time.monotonic() < deadline, status
         time.sleep(1)
     assert "Success" in status, status + project.dvc("queue", "logs", "--fail", check=False).stdout
+
     new = [
         r
         for r in client.search_runs([experiment.experiment_id], max_results=1000)
         if r.info.run_id not in before
     ]
-    assert sorted(run.info.run_name for run in new) == ["evaluate", "pipeline", "stage2"]
-    assert {run.data.params.get("stage2.epochs") for run in new if run.info.run_name == "stage2"} == {"3"}
-
-    cells = {path: path.stat().st_mtime_ns for path in (project.root / ".cache" / "cells").glob("*.json")}
-    assert cells, "the first repro stored its ablation cells in the project"
-    proc = project.dvc("exp", "run", "--temp", "--force", "--single-item", "ablate@stages")
-    assert stages_run(proc.stdout) == ["ablate@stages"]
+    assert sorted(run.info.run_name for run in new) == ["evaluate", "export", "pipeline", "stage1", "stage2"]
+    (stage1,) = [run for run in new if run.info.run_name == "stage1"]
+    assert float(stage1.data.params["stage1.weight_decay"]) == pytest.approx(1e-5)
     after = {path: path.stat().st_mtime_ns for path in (project.root / ".cache" / "cells").glob("*.json")}
-    assert after == cells, "every cell was reused from the project's cell store, none trained again"
+    assert after == cells, "every ablation cell was reused from the project's cell store, none trained again"
+    assert project.read_params()["stage1"]["weight_decay"] == pytest.approx(5e-6), (
+        "the workspace is untouched"
+    )
+    shown = project.dvc("exp", "show", "--csv").stdout
+    assert "1e-05" in shown, shown
 
 
 def test_a_changed_data_file_reruns_prepare_and_the_old_one_comes_from_the_run_cache(
