@@ -226,6 +226,19 @@ def test_an_export_file_is_checked_alone_and_bad_ones_are_one_line(tiny, exporte
     one_error_line(err, "1x8x8 images", "1x28x28")
 
 
+def test_weights_that_do_not_fit_the_model_are_one_line(tiny, tmp_path, capsys):
+    """A search trial's network with a params file whose model is wider than the one it trained."""
+    wider = YAML(typ="safe").load((tiny / "params.yaml").read_text())
+    wider["model"]["width"] = 64
+    with (tmp_path / "params.yaml").open("w") as f:
+        YAML().dump(wider, f)
+    argv = cli(tiny, tiny / "trial-0.pt", "--params", str(tmp_path / "params.yaml"))  # the last --params wins
+    status, _, err = run_cli([*argv, "--out", str(tmp_path / "w.bnn")], capsys)
+    assert status == 2
+    one_error_line(err, "trial-0.pt", "does not fit model mlp at width 64")
+    assert not (tmp_path / "w.bnn").exists()
+
+
 def test_the_module_runs_as_a_command(tmp_path):
     missing = tmp_path / "missing.pt"
     done = subprocess.run([sys.executable, "-m", "study.export", str(missing), "--out", str(tmp_path / "x")],
