@@ -13,3 +13,9 @@ def digits():
 @pytest.fixture(autouse=True)
 def _two_threads():
     torch.set_num_threads(2)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end pipeline file first: the longest, it runs in one test process (``--dist
+    loadfile``) while the other process takes every other file."""
+    items.sort(key=lambda item: item.path.name != "test_pipeline.py")  # stable: the rest keep their order
