@@ -308,8 +308,8 @@ def test_rerun_over_committed_results_rewrites_the_same_bytes_and_leaves_git_cle
     project.commit("tiny pipeline results")
     head = project.git("rev-parse", "HEAD")
     before = locked_md5s(project)
-    proc = project.dvc("repro", "--force", "evaluate")
-    assert stages_run(proc.stdout) == STAGES
+    proc = project.dvc("repro", "--force", "export")  # the pipeline, its 1-bit export included
+    assert stages_run(proc.stdout) == STAGES + EXPORT
     assert locked_md5s(project) == before
     assert project.git("status", "--porcelain") == "", "the re-run changed tracked or unignored files"
 
@@ -324,7 +324,7 @@ def test_rerun_over_committed_results_rewrites_the_same_bytes_and_leaves_git_cle
     runs = client.search_runs(
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
-    assert sorted(run.info.run_name for run in runs) == ["evaluate", "stage1", "stage2"]
+    assert sorted(run.info.run_name for run in runs) == ["evaluate", "export", "stage1", "stage2"]
     for run in [parent, *runs]:
         assert run.data.tags["mlflow.source.git.commit"] == head, run.info.run_name
         assert run.data.tags["bnn.git_dirty"] == "false", run.info.run_name
