@@ -51,14 +51,13 @@ def architecture(model_cfg, data) -> dict[str, Any]:
 
 def trained_network(arch: dict[str, Any], state_dict: dict, source: str) -> nn.Module:
     """The trained network of ``arch`` with ``state_dict`` loaded strictly, in mode ``"binary"``, eval."""
-    from bnn import build_model, set_mode
+    from bnn import set_mode
+    from study.inference_model import build_architecture
 
-    options = {k: arch[k] for k in ("num_classes", "in_channels", "image_size", "width")}
+    model = build_architecture(arch)
     try:
-        binarizers = {k: arch[k] for k in ("act_binarizer", "weight_binarizer")}
-        model = build_model(arch["model"], **options, **binarizers, **arch["options"])
         model.load_state_dict(state_dict, strict=True)
-    except (RuntimeError, TypeError, ValueError) as exc:
+    except RuntimeError as exc:
         first = str(exc).splitlines()[0].rstrip(":")
         raise ExportError(
             f"{source}: does not fit model {arch['model']} at width {arch['width']} ({first})"

@@ -30,6 +30,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -37,7 +38,6 @@ from bnn.checkpoint import atomic_torch_save
 
 FORMAT = "bnn-study-1bit"
 FORMAT_VERSION = 1
-_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 class ExportError(ValueError):
@@ -51,10 +51,8 @@ class VerificationFailed(RuntimeError):
 
 def pack_signs(signs: Tensor) -> Tensor:
     """Bool tensor (True = +1) -> uint8 bytes, 8 signs per byte, least significant bit first."""
-    flat = signs.detach().reshape(-1).to(torch.uint8).cpu()
-    padded = torch.zeros(math.ceil(flat.numel() / 8) * 8, dtype=torch.uint8)
-    padded[: flat.numel()] = flat
-    return (padded.view(-1, 8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+    flat = signs.detach().reshape(-1).cpu().numpy()
+    return torch.from_numpy(np.packbits(flat, bitorder="little"))
 
 
 def unpack_signs(bits: Tensor, shape: tuple[int, ...] | list[int]) -> Tensor:
@@ -65,8 +63,8 @@ def unpack_signs(bits: Tensor, shape: tuple[int, ...] | list[int]) -> Tensor:
             f"packed signs of shape {list(shape)} need {math.ceil(count / 8)} uint8 bytes, "
             f"got {bits.dtype} {list(bits.shape)}"
         )
-    unpacked = (bits.unsqueeze(1) & _BIT_WEIGHTS).ne(0).reshape(-1)
-    return unpacked[:count].reshape(tuple(shape))
+    unpacked = np.unpackbits(bits.numpy(), count=count, bitorder="little")
+    return torch.from_numpy(unpacked).bool().reshape(tuple(shape))
 
 
 def _hash_tensor(digest: Any, name: str, tensor: Tensor) -> None:

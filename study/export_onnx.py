@@ -11,12 +11,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from bnn import ImageData, PreparedData, iterate_batches
+from bnn import ImageData, PreparedData
 from bnn.checkpoint import atomic_write
+from study.export_verify import verify
 
 OPSET = 17
 
@@ -51,7 +51,6 @@ def onnx_session(path: str | Path, threads: int = 1):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@torch.no_grad()
 def compare_onnx(
     path: str | Path,
     model: nn.Module,
@@ -60,18 +59,16 @@ def compare_onnx(
     batch_size: int = 512,
     threads: int = 1,
 ) -> dict[str, float]:
-    """Run the ONNX file with onnxruntime beside ``model`` on ``split``: differing predictions, max
-    absolute logit difference, and the ONNX network's accuracy."""
+    """Run the ONNX file with onnxruntime beside ``model`` on ``split`` (:func:`study.export_verify.verify`):
+    differing predictions, max absolute logit difference, and the ONNX network's accuracy."""
     session = onnx_session(path, threads)
-    mismatches, correct, max_diff = 0, 0, 0.0
-    for x, y in iterate_batches(split, batch_size=batch_size, mean=data.mean, std=data.std, shuffle=False):
-        expected = model(x).numpy()
-        got = session.run(["logits"], {"input": x.numpy()})[0]
-        mismatches += int((expected.argmax(1) != got.argmax(1)).sum())
-        correct += int((got.argmax(1) == y.numpy()).sum())
-        max_diff = max(max_diff, float(np.abs(expected - got).max()))
+
+    def onnx_network(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(["logits"], {"input": x.numpy()})[0])
+
+    compared = verify(model, onnx_network, split, data, batch_size)
     return {
-        "onnx_acc": correct / len(split),
-        "onnx_prediction_mismatches": mismatches,
-        "onnx_max_abs_logit_diff": max_diff,
+        "onnx_acc": compared["export_acc"],
+        "onnx_prediction_mismatches": compared["prediction_mismatches"],
+        "onnx_max_abs_logit_diff": compared["max_abs_logit_diff"],
     }

@@ -7,6 +7,7 @@ with their float32 weights in the checkpoint; :func:`failures` names what is out
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,8 +26,9 @@ MAX_SIZE_RATIO = 1 / 25  # binary layers in the export vs their float32 weights 
 
 
 @torch.no_grad()
-def verify(trained: nn.Module, exported: nn.Module, split, data, batch_size: int = 512) -> dict[str, Any]:
-    """Both networks on ``split``: accuracy of each, differing predictions, max |logit difference|."""
+def verify(trained: nn.Module, exported: Callable, split, data, batch_size: int = 512) -> dict[str, Any]:
+    """Both networks (``exported``: any callable from inputs to logits) on ``split``: accuracy of each,
+    differing predictions, max |logit difference|."""
     correct = [0, 0]
     mismatches, max_diff, max_logit = 0, 0.0, 0.0
     for x, y in iterate_batches(split, batch_size=batch_size, mean=data.mean, std=data.std, shuffle=False):

@@ -84,7 +84,8 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def _build_architecture(arch: dict[str, Any]) -> nn.Module:
+def build_architecture(arch: dict[str, Any]) -> nn.Module:
+    """The registry's model for an export's ``architecture`` (``build_model``'s arguments)."""
     try:
         return build_model(
             arch["model"],
@@ -148,7 +149,7 @@ def _load_tensors(model: nn.Module, binary: dict[str, dict], tensors: dict[str, 
 
 def inference_model(payload: dict[str, Any]) -> nn.Module:
     """The eval-mode inference network of an export payload (as :func:`read_export` returns it)."""
-    model = _build_architecture(payload["architecture"])
+    model = build_architecture(payload["architecture"])
     binary, folded = payload["binary_layers"], payload["folded_bns"]
     _check_layers(model, binary, folded)
     _load_tensors(model, binary, payload["tensors"])
