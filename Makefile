@@ -34,8 +34,8 @@ benchmark: install
 # The search against a plain Optuna loop over the same training (about 30 minutes here); the
 # summaries go into the README's bench-search block.
 bench-search: install
-	$(BIN)/python -m study.bench_search --trials 20 --workers 1 2 --out reports/benchmarks/search-20.md --readme README.md
-	$(BIN)/python -m study.bench_search --trials 100 --workers 1 2 --out reports/benchmarks/search-100.md --readme README.md
+	$(BIN)/python -m study.search.bench --trials 20 --workers 1 2 --out reports/benchmarks/search-20.md --readme README.md
+	$(BIN)/python -m study.search.bench --trials 100 --workers 1 2 --out reports/benchmarks/search-100.md --readme README.md
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port 5000

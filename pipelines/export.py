@@ -1,7 +1,7 @@
 """DVC stage ``export``: the stage-2 network as a 1-bit file, verified against the trained network.
 
 Writes ``runs/export/model.bnn`` (sign bits, scales folded into the BatchNorms, real layers in float:
-:mod:`study.export_format`), ``runs/export/model.onnx`` (the same network for a standard runtime) and
+:mod:`study.export.format`), ``runs/export/model.onnx`` (the same network for a standard runtime) and
 ``runs/export/metrics.json``: on the test split, the accuracy of the trained, the exported and the ONNX
 network, how many predictions differ, the largest logit difference, and the size of the binary layers
 against float32. Fails, writing nothing, when a check of :mod:`study.export` fails or the export's test
@@ -20,8 +20,8 @@ from pipelines.common import PREPARED_DATA, pipeline_parent, stage_dir
 from study.artifacts import write_json
 from study.cli import run_main
 from study.config import load_params
-from study.export import export_verified
-from study.export_format import VerificationFailed
+from study.export.exporter import export_verified
+from study.export.format import VerificationFailed
 from study.tracking import Tracker
 
 

@@ -14,19 +14,16 @@ import gc
 import sys
 from collections.abc import Callable
 
+from study.errors import InputError, RunFailed
+
 
 def exit_status(exc: Exception) -> int | None:
     """2 for wrong input, 1 for a run that failed, None for an unexpected error (a bug: let it through)."""
     from bnn import DataError, NonFiniteLossError
-    from study.config import ParamsError
-    from study.export_format import ExportError, VerificationFailed
-    from study.storage import StorageError
-    from study.tracking import TrackingError
-    from study.workers import WorkerDied
 
-    if isinstance(exc, ParamsError | DataError | StorageError | TrackingError | ExportError):
+    if isinstance(exc, InputError | DataError):
         return 2
-    if isinstance(exc, NonFiniteLossError | FileNotFoundError | WorkerDied | VerificationFailed):
+    if isinstance(exc, RunFailed | NonFiniteLossError | FileNotFoundError):
         return 1
     return None
 

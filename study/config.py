@@ -32,6 +32,7 @@ from bnn.data import DATASETS
 from bnn.layers import INITS
 from bnn.models import MODELS, model_options
 from bnn.train import StageConfig
+from study.errors import InputError
 from study.paths import PROJECT_ROOT
 from study.space import SearchSpace, check_against
 
@@ -39,7 +40,7 @@ DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
 SOURCES_WITH_PATH = ("cifar10", "imagefolder")
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """A params file that cannot be used; the message is one line naming the key."""
 
 
@@ -174,7 +175,7 @@ class SearchConfig(_Section):
     workers: PositiveInt = 1
     stage1_candidates: int = Field(
         4, ge=0
-    )  # shared stage-1 settings (study/stage1_candidates.py); 0: per trial
+    )  # shared stage-1 settings (study/search/candidates.py); 0: per trial
     fixed: dict[str, Any] = {}
     space: SearchSpace = SearchSpace({})
 
@@ -252,7 +253,7 @@ class LatentAblationConfig(_Section):
 
 
 class AblationConfig(_Section):
-    """``python -m study.ablate`` and the DVC ablation stages (see README, Reproduction study)."""
+    """``python -m study.reproduce ablate`` and the DVC ablation stages (see README, Reproduction study)."""
 
     seeds: int = Field(10, ge=3)
     # More seeds for one ablation where its accuracy claim needs them to detect a 0.5 pp difference

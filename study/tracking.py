@@ -38,13 +38,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bnn import PreparedData
 from study.config import Params
+from study.errors import InputError
 from study.paths import PROJECT_ROOT, STORE_ROOT
-from study.storage import first_line, redact, with_driver
+from study.urls import first_line, redact, with_driver
 
 PARENT_TAG = "mlflow.parentRunId"
 
 
-class TrackingError(ValueError):
+class TrackingError(InputError):
     """The MLflow store cannot be used (unreachable database, bad credentials); no password shown."""
 
 

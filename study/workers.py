@@ -23,10 +23,12 @@ from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
 
+from study.errors import RunFailed
+
 Worker = Callable[[Any, int], None]
 
 
-class WorkerDied(RuntimeError):
+class WorkerDied(RunFailed):
     """A local worker process ended abnormally (killed, crashed); the others finished the work."""
 
 

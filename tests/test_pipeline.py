@@ -25,7 +25,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from study.config import validate_params
-from study.stats import VERDICTS
+from study.reproduce.stats import VERDICTS
 
 pytestmark = pytest.mark.slow
 
@@ -229,7 +229,7 @@ def test_dvc_metrics_show(project: Project) -> None:
 
 
 def test_export_is_the_evaluated_network_at_one_bit(project: Project) -> None:
-    from study.inference_model import load_exported
+    from study.export.inference import load_exported
 
     export = project.metrics("export")
     assert export["match"] and export["prediction_mismatches"] == 0
@@ -368,7 +368,7 @@ def test_a_queued_experiment_uses_the_projects_stores_and_retrains_no_ablation_c
     cells = {path: path.stat().st_mtime_ns for path in (project.root / ".cache" / "cells").glob("*.json")}
     assert cells, "the first repro stored its ablation cells in the project"
 
-    # The pipeline and one ablation (the rest reuse cells alike, tests/study/test_ablate.py checks each).
+    # The pipeline and one ablation (the rest reuse cells alike, tests/study/reproduce/test_ablate.py checks each).
     project.dvc("exp", "run", "--queue", "-S", "stage1.weight_decay=1e-5", "export", "ablate@stages")
     project.dvc("queue", "start")  # a background worker, which stops when the queue is empty
     deadline = time.monotonic() + TIMEOUT

@@ -104,12 +104,12 @@ stages:
   ablate:
     foreach: [wd, optimizer]
     do:
-      cmd: python -m study.ablate ${item}
+      cmd: python -m study.reproduce ablate ${item}
       outs:
         - reports/ablations/${item}.csv:
             cache: false
   report:
-    cmd: python -m study.report
+    cmd: python -m study.reproduce report
     wdir: reports
     outs:
       - figures

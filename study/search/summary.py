@@ -1,0 +1,352 @@
+"""What a finished search leaves behind: tables, importances, seaborn figures, the best params.
+
+Written to the search's results folder and logged to the study's MLflow parent run:
+``trials.csv``, ``top_trials.csv``, ``importances.csv``, ``best_params.yaml`` (the layout of
+``params.yaml``), and the figures ``history.png``, ``hyperparameters.png``, ``ff_c2i.png``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+from ruamel.yaml import YAML  # noqa: E402
+
+from bnn import PreparedData, evaluate, set_mode  # noqa: E402
+from study.artifacts import atomic_write, write_csv  # noqa: E402
+from study.config import Params  # noqa: E402
+from study.runner import new_model  # noqa: E402
+from study.search import candidates as stage1_candidates  # noqa: E402
+from study.search.run import SearchRun, checkpoint_path  # noqa: E402
+from study.tracking import CHECKPOINT_ARTIFACTS, Tracker  # noqa: E402
+
+STAGE_KEYS = [
+    f"{stage}.{key}" for stage in ("stage1", "stage2") for key in ("optimizer", "lr", "weight_decay")
+]
+METRICS = [
+    "val_acc",
+    "ff_ratio",
+    "c2i_ratio",
+    "c2i_init",
+    "changed_from_init",
+    "saturation",
+    "stage1_val_acc",
+]
+
+
+def trial_overrides(
+    trial: FrozenTrial, fixed: dict[str, Any] | None = None, candidates: dict[str, dict] | None = None
+) -> dict[str, Any]:
+    """The dotted settings a trial ran with beyond the base params (``<key>:zero`` switches folded in,
+    the stage-1 candidate's label replaced by its settings)."""
+    values = dict(fixed or {})
+    for name, value in trial.params.items():
+        if name == stage1_candidates.PARAM and candidates:
+            values.update(candidates[value])
+        elif name.endswith(":zero"):
+            if value:
+                values[name.removesuffix(":zero")] = 0.0
+        else:
+            values[name] = value
+    return values
+
+
+def trials_frame(
+    trials: list[FrozenTrial], params: Params, candidates: dict[str, dict] | None = None
+) -> pd.DataFrame:
+    """One row per trial: state, the effective stage settings, the metrics, cache use, pruning, failure."""
+    base = params.model_dump()
+    rows = []
+    for trial in trials:
+        settings = trial_overrides(trial, params.search.fixed, candidates)
+        row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
+        for key in dict.fromkeys(STAGE_KEYS + list(params.search.space.root) + list(settings)):
+            stage, field = key.split(".", 1)
+            row[key] = settings.get(key, base[stage][field])
+        for key in METRICS + ["stage1_cached", "pruned_at_epoch", "fail_reason"]:
+            row[key] = trial.user_attrs.get(key)
+        if trial.datetime_complete and trial.datetime_start:
+            row["seconds"] = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The single best trial; for two objectives, the most accurate trial on the Pareto front."""
+    if len(study.directions) == 1:
+        return study.best_trial
+    return max(study.best_trials, key=lambda t: t.values[0])
+
+
+def importances(study: optuna.Study) -> pd.DataFrame:
+    """Optuna's default evaluator (PED-ANOVA) on validation accuracy; empty when too few trials.
+
+    Only parameters that every complete trial has are ranked: a conditional one (SGD momentum, set
+    only where SGD was drawn) would otherwise be scored on the few trials that used it and could
+    outrank what decided the rest. PED-ANOVA explains what makes the target *low*, so the accuracy
+    is negated.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    shared = [
+        name for name in (complete[0].params if complete else {}) if all(name in t.params for t in complete)
+    ]
+    if not shared:
+        return pd.DataFrame(columns=["parameter", "importance"])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "few trials in a regime": expected early on
+            scores = optuna.importance.get_param_importances(
+                study, params=shared, target=lambda t: -t.values[0]
+            )
+    except (ValueError, RuntimeError):
+        return pd.DataFrame(columns=["parameter", "importance"])
+    return pd.DataFrame(list(scores.items()), columns=["parameter", "importance"])
+
+
+def nested(overrides: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in sorted(overrides.items()):
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def write_yaml(path: Path, data: dict, fixed: dict[str, Any]) -> Path:
+    yaml = YAML()
+    yaml.default_flow_style = False
+
+    def dump(tmp: Path) -> None:
+        with open(tmp, "w") as stream:
+            stream.write(
+                "# The searched settings of the best trial, in the layout of params.yaml. Apply with\n"
+            )
+            stream.write("#   " + exp_run_command(data) + "\n")
+            if fixed:
+                stream.write(f"# The search ran every trial with {fixed} (search.fixed); not applied here.\n")
+            yaml.dump(data, stream)
+
+    return atomic_write(path, dump)
+
+
+def exp_run_command(tree: dict[str, Any], prefix: str = "") -> str:
+    flags = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flags.append(exp_run_command(value, f"{prefix}{key}.").removeprefix("dvc exp run "))
+        else:
+            flags.append(f"-S {prefix}{key}={value}")
+    return "dvc exp run " + " ".join(flags)
+
+
+def history_figure(frame: pd.DataFrame, path: Path) -> Path:
+    done = frame[frame["state"] == "COMPLETE"].sort_values("number")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.scatterplot(data=done, x="number", y="val_acc", ax=ax, label="trial")
+    ax.plot(
+        done["number"], done["val_acc"].cummax(), color="black", drawstyle="steps-post", label="best so far"
+    )
+    ax.set(xlabel="trial", ylabel="stage-2 validation accuracy", title="Optimization history")
+    ax.legend()
+    return _save(fig, path)
+
+
+def hyperparameter_figure(frame: pd.DataFrame, path: Path) -> Path:
+    """Accuracy against each stage's weight decay and learning rate, coloured by optimizer."""
+    done = frame[frame["state"] == "COMPLETE"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey=True)
+    for row, stage in enumerate(("stage1", "stage2")):
+        for col, key in enumerate(("weight_decay", "lr")):
+            ax = axes[row, col]
+            sns.scatterplot(data=done, x=f"{stage}.{key}", y="val_acc", hue=f"{stage}.optimizer", ax=ax)
+            _log_axis(ax, done[f"{stage}.{key}"])
+            ax.set(title=f"{stage} {key.replace('_', ' ')}", ylabel="stage-2 val accuracy")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def ff_c2i_figure(frame: pd.DataFrame, path: Path) -> Path:
+    """Stage-2 FF ratio and C2I ratios against each stage's weight decay."""
+    done = frame[frame["state"] == "COMPLETE"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for col, stage in enumerate(("stage1", "stage2")):
+        x = f"{stage}.weight_decay"
+        sns.scatterplot(data=done, x=x, y="ff_ratio", ax=axes[0, col])
+        c2i = done.melt(
+            id_vars=[x], value_vars=["c2i_ratio", "c2i_init"], var_name="reference", value_name="C2I"
+        )
+        sns.scatterplot(data=c2i, x=x, y="C2I", hue="reference", ax=axes[1, col])
+        for ax in axes[:, col]:
+            _log_axis(ax, done[x])
+        axes[0, col].set(title=f"stage-2 FF ratio vs {stage} weight decay")
+        axes[1, col].set(title=f"C2I vs {stage} weight decay")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pareto_frame(study: optuna.Study, frame: pd.DataFrame) -> pd.DataFrame:
+    """The trials no other trial beats on both accuracy and FF ratio (two-objective studies)."""
+    front = {t.number for t in study.best_trials}
+    return frame[frame["number"].isin(front)].sort_values("val_acc", ascending=False)
+
+
+def pareto_figure(frame: pd.DataFrame, front: pd.DataFrame, path: Path) -> Path:
+    done = frame[frame["state"] == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    sns.scatterplot(data=done, x="ff_ratio", y="val_acc", color="0.6", label="trial", ax=ax)
+    ax.plot(
+        front["ff_ratio"], front["val_acc"], "o-", color="C3", drawstyle="steps-post", label="Pareto front"
+    )
+    ax.set(xlabel="stage-2 FF ratio (lower: more stable signs)", ylabel="stage-2 validation accuracy",
+           title="Accuracy against sign stability")  # fmt: skip
+    ax.legend()
+    return _save(fig, path)
+
+
+def _log_axis(ax: plt.Axes, values: pd.Series) -> None:
+    """Log scale; symmetric-log when 0 is among the values (weight decay 0 is a real choice)."""
+    positive = values[values > 0]
+    if positive.empty:
+        return
+    low, high = float(positive.min()), float(positive.max())
+    if (values == 0).any():
+        ax.set_xscale("symlog", linthresh=low)
+        ax.set_xlim(-0.5 * low, 2 * high)
+    else:
+        ax.set_xscale("log")
+        ax.set_xlim(low / 2, 2 * high)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def fetch_checkpoint(tracker: Tracker, trial: FrozenTrial, checkpoint: Path) -> Path | None:
+    """The trial's network: this host's file, else the copy in the trial's MLflow run (a worker on
+    another host trained it); None when neither exists."""
+    if checkpoint.exists():
+        return checkpoint
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        return None
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tracker.client.download_artifacts(
+            run_id, f"{CHECKPOINT_ARTIFACTS}/{checkpoint.name}", str(checkpoint.parent)
+        )
+    except MlflowException:
+        return None
+    return checkpoint if checkpoint.exists() else None
+
+
+def test_accuracy(
+    run: SearchRun, overrides: dict[str, Any], checkpoint: Path | None, data: PreparedData
+) -> dict[str, float] | None:
+    """The best trial's stage-2 network on the test split: the search's only look at it."""
+    if checkpoint is None:
+        return None
+    params = run.params.with_overrides({**run.params.search.fixed, **overrides})
+    model = new_model(params, data)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
+    return evaluate(set_mode(model, "binary"), data.test, data)
+
+
+def summarize(study: optuna.Study, run: SearchRun, tracker: Tracker, data: PreparedData) -> None:
+    sns.set_theme(style="whitegrid", context="notebook")
+    trials = study.get_trials(deepcopy=False)
+    candidates = stage1_candidates.of_study(study)
+    frame = trials_frame(trials, run.params, candidates)
+    out = run.out_dir
+    write_csv(out / "trials.csv", frame)
+    states = frame["state"].value_counts().to_dict()
+    cached = int(frame["stage1_cached"].fillna(False).astype(bool).sum())
+    print(
+        f"\n{len(trials)} trials: "
+        + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
+        + f"; stage 1 reused from the store in {cached}"
+    )
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        print("no trial completed: nothing to summarise")
+        return
+
+    columns = ["number", *dict.fromkeys(STAGE_KEYS + list(run.params.search.space.root)), *METRICS]
+    top = frame[frame["state"] == "COMPLETE"].sort_values("val_acc", ascending=False)[columns].head(10)
+    write_csv(out / "top_trials.csv", top)
+    scores = importances(study)
+    write_csv(out / "importances.csv", scores)
+    best = best_trial(study)
+    overrides = trial_overrides(best, candidates=candidates)  # `fixed` only shortened the search
+    best_yaml = write_yaml(out / "best_params.yaml", nested(overrides), run.params.search.fixed)
+    test = test_accuracy(
+        run, overrides, fetch_checkpoint(tracker, best, checkpoint_path(run, best.number)), data
+    )
+    for other in (out / "checkpoints").glob("trial-*.pt"):
+        if other.name != f"trial-{best.number}.pt":
+            other.unlink(missing_ok=True)
+    figures = [
+        history_figure(frame, out / "history.png"),
+        hyperparameter_figure(frame, out / "hyperparameters.png"),
+        ff_c2i_figure(frame, out / "ff_c2i.png"),
+    ]
+    front = pareto_frame(study, frame) if len(study.directions) == 2 else None
+    if front is not None:
+        write_csv(out / "pareto.csv", front[columns])
+        figures.append(pareto_figure(frame, front.sort_values("ff_ratio"), out / "pareto.png"))
+
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format
+    ):
+        print("\nTop trials (stage-2 validation accuracy):")
+        print(top.to_string(index=False))
+        if front is not None:
+            print(f"\nPareto front (accuracy up, FF ratio down): {len(front)} trials")
+            print(front[["number", *dict.fromkeys(STAGE_KEYS), "val_acc", "ff_ratio"]].to_string(index=False))
+        if not scores.empty:
+            print("\nParameter importances (PED-ANOVA, on validation accuracy; parameters every trial has):")
+            print(scores.to_string(index=False))
+    print(f"\nBest trial {best.number}: val_acc {best.user_attrs['val_acc']:.4f}", end="")
+    print(
+        f", test_acc {test['acc']:.4f} (test split, evaluated once)"
+        if test
+        else " (no checkpoint: neither on this host nor in its MLflow run)"
+    )
+    print(f"best params: {best_yaml}\n  apply with: {exp_run_command(nested(overrides))}")
+    print(f"results: {out}")
+
+    parent = tracker.run_logger(run.parent_run_id)
+    summary = {f"best_{k}": best.user_attrs[k] for k in METRICS if k in best.user_attrs}
+    if test:
+        summary["best_test_acc"] = test["acc"]
+    summary.update(
+        {f"importance.{p}": v for p, v in zip(scores["parameter"], scores["importance"], strict=True)}
+    )
+    summary.update(
+        {
+            "trials_finished": states.get("COMPLETE", 0) + states.get("PRUNED", 0),
+            "trials_pruned": states.get("PRUNED", 0),
+            "stage1_cache_hits": cached,
+        }
+    )
+    parent.log_metrics(summary)
+    parent.set_tags({"best_trial": best.number})
+    parent.log_artifacts(
+        [out / "trials.csv", out / "top_trials.csv", out / "importances.csv", best_yaml, *figures]
+        + ([out / "pareto.csv"] if front is not None else [])
+    )
