@@ -35,6 +35,16 @@ SEARCH_FLAGS = ("trials", "study_name", "workers", "seed", "pruner", "stage1_can
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Flags left out are ``None`` here and filled from params.yaml's ``search`` section by :func:`main`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if any(value is not None and value < 1 for value in (args.trials, args.workers, args.heartbeat)):
+        parser.error("--trials, --workers and --heartbeat must be at least 1")
+    if args.stage1_candidates is not None and args.stage1_candidates < 0:
+        parser.error("--stage1-candidates must be 0 or more")
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m study.search",
         description="Optuna search over each stage's optimizer, learning rate and weight decay; every trial "
@@ -76,6 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="acc: maximise stage-2 val accuracy; acc,ff: also minimise the FF ratio "
         "(two objectives, no pruning)",
     )
+    add_run_flags(parser)
+    return parser
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the search reads and writes, and how it notices a dead worker."""
     parser.add_argument(
         "--params", type=Path, default=None, help="params file (default <project>/params.yaml)"
     )
@@ -94,12 +110,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="the stage-1 store (default <project>/.cache/stage1)"
     )
-    args = parser.parse_args(argv)
-    if any(value is not None and value < 1 for value in (args.trials, args.workers, args.heartbeat)):
-        parser.error("--trials, --workers and --heartbeat must be at least 1")
-    if args.stage1_candidates is not None and args.stage1_candidates < 0:
-        parser.error("--stage1-candidates must be 0 or more")
-    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,9 @@
 """What a finished search leaves behind: tables, importances, seaborn figures, the best params.
 
 Written to the search's results folder and logged to the study's MLflow parent run:
-``trials.csv``, ``top_trials.csv``, ``importances.csv``, ``best_params.yaml`` (the layout of
-``params.yaml``), and the figures ``history.png``, ``hyperparameters.png``, ``ff_c2i.png``.
+``summary.md`` (rendered from ``templates/summary.md.j2``, and printed), ``trials.csv``,
+``top_trials.csv``, ``importances.csv``, ``best_params.yaml`` (the layout of ``params.yaml``), and the
+figures (:mod:`study.search.figures`) ``history.png``, ``hyperparameters.png``, ``ff_c2i.png``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -26,8 +26,10 @@ from ruamel.yaml import YAML  # noqa: E402
 from bnn import PreparedData, evaluate, set_mode  # noqa: E402
 from study.artifacts import atomic_write, write_csv  # noqa: E402
 from study.config import Params  # noqa: E402
+from study.render import render, table  # noqa: E402
 from study.runner import new_model  # noqa: E402
 from study.search import candidates as stage1_candidates  # noqa: E402
+from study.search.figures import ff_c2i_figure, history_figure, hyperparameter_figure, pareto_figure  # noqa: E402
 from study.search.run import SearchRun, checkpoint_path  # noqa: E402
 from study.tracking import CHECKPOINT_ARTIFACTS, Tracker  # noqa: E402
 
@@ -152,89 +154,10 @@ def exp_run_command(tree: dict[str, Any], prefix: str = "") -> str:
     return "dvc exp run " + " ".join(flags)
 
 
-def history_figure(frame: pd.DataFrame, path: Path) -> Path:
-    done = frame[frame["state"] == "COMPLETE"].sort_values("number")
-    fig, ax = plt.subplots(figsize=(8, 4))
-    sns.scatterplot(data=done, x="number", y="val_acc", ax=ax, label="trial")
-    ax.plot(
-        done["number"], done["val_acc"].cummax(), color="black", drawstyle="steps-post", label="best so far"
-    )
-    ax.set(xlabel="trial", ylabel="stage-2 validation accuracy", title="Optimization history")
-    ax.legend()
-    return _save(fig, path)
-
-
-def hyperparameter_figure(frame: pd.DataFrame, path: Path) -> Path:
-    """Accuracy against each stage's weight decay and learning rate, coloured by optimizer."""
-    done = frame[frame["state"] == "COMPLETE"]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey=True)
-    for row, stage in enumerate(("stage1", "stage2")):
-        for col, key in enumerate(("weight_decay", "lr")):
-            ax = axes[row, col]
-            sns.scatterplot(data=done, x=f"{stage}.{key}", y="val_acc", hue=f"{stage}.optimizer", ax=ax)
-            _log_axis(ax, done[f"{stage}.{key}"])
-            ax.set(title=f"{stage} {key.replace('_', ' ')}", ylabel="stage-2 val accuracy")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def ff_c2i_figure(frame: pd.DataFrame, path: Path) -> Path:
-    """Stage-2 FF ratio and C2I ratios against each stage's weight decay."""
-    done = frame[frame["state"] == "COMPLETE"]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    for col, stage in enumerate(("stage1", "stage2")):
-        x = f"{stage}.weight_decay"
-        sns.scatterplot(data=done, x=x, y="ff_ratio", ax=axes[0, col])
-        c2i = done.melt(
-            id_vars=[x], value_vars=["c2i_ratio", "c2i_init"], var_name="reference", value_name="C2I"
-        )
-        sns.scatterplot(data=c2i, x=x, y="C2I", hue="reference", ax=axes[1, col])
-        for ax in axes[:, col]:
-            _log_axis(ax, done[x])
-        axes[0, col].set(title=f"stage-2 FF ratio vs {stage} weight decay")
-        axes[1, col].set(title=f"C2I vs {stage} weight decay")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 def pareto_frame(study: optuna.Study, frame: pd.DataFrame) -> pd.DataFrame:
     """The trials no other trial beats on both accuracy and FF ratio (two-objective studies)."""
     front = {t.number for t in study.best_trials}
     return frame[frame["number"].isin(front)].sort_values("val_acc", ascending=False)
-
-
-def pareto_figure(frame: pd.DataFrame, front: pd.DataFrame, path: Path) -> Path:
-    done = frame[frame["state"] == "COMPLETE"]
-    fig, ax = plt.subplots(figsize=(7, 5))
-    sns.scatterplot(data=done, x="ff_ratio", y="val_acc", color="0.6", label="trial", ax=ax)
-    ax.plot(
-        front["ff_ratio"], front["val_acc"], "o-", color="C3", drawstyle="steps-post", label="Pareto front"
-    )
-    ax.set(xlabel="stage-2 FF ratio (lower: more stable signs)", ylabel="stage-2 validation accuracy",
-           title="Accuracy against sign stability")  # fmt: skip
-    ax.legend()
-    return _save(fig, path)
-
-
-def _log_axis(ax: plt.Axes, values: pd.Series) -> None:
-    """Log scale; symmetric-log when 0 is among the values (weight decay 0 is a real choice)."""
-    positive = values[values > 0]
-    if positive.empty:
-        return
-    low, high = float(positive.min()), float(positive.max())
-    if (values == 0).any():
-        ax.set_xscale("symlog", linthresh=low)
-        ax.set_xlim(-0.5 * low, 2 * high)
-    else:
-        ax.set_xscale("log")
-        ax.set_xlim(low / 2, 2 * high)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    finally:
-        plt.close(fig)
 
 
 def fetch_checkpoint(tracker: Tracker, trial: FrozenTrial, checkpoint: Path) -> Path | None:
@@ -268,6 +191,8 @@ def test_accuracy(
 
 
 def summarize(study: optuna.Study, run: SearchRun, tracker: Tracker, data: PreparedData) -> None:
+    """Tables, figures and the best trial's test accuracy, written to ``run.out_dir``, printed as
+    Markdown (``summary.md``, from ``templates/summary.md.j2``) and logged to the parent run."""
     sns.set_theme(style="whitegrid", context="notebook")
     trials = study.get_trials(deepcopy=False)
     candidates = stage1_candidates.of_study(study)
@@ -281,56 +206,76 @@ def summarize(study: optuna.Study, run: SearchRun, tracker: Tracker, data: Prepa
         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
         + f"; stage 1 reused from the store in {cached}"
     )
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if not complete:
+    if not any(t.state == TrialState.COMPLETE for t in trials):
         print("no trial completed: nothing to summarise")
         return
-
     columns = ["number", *dict.fromkeys(STAGE_KEYS + list(run.params.search.space.root)), *METRICS]
     top = frame[frame["state"] == "COMPLETE"].sort_values("val_acc", ascending=False)[columns].head(10)
     write_csv(out / "top_trials.csv", top)
     scores = importances(study)
     write_csv(out / "importances.csv", scores)
+    best, overrides, best_yaml, test = best_results(study, run, tracker, data, candidates)
+    front = pareto_frame(study, frame) if len(study.directions) == 2 else None
+    if front is not None:
+        write_csv(out / "pareto.csv", front[columns])
+    figures = draw_figures(frame, front, out)
+    text = summary_text(run, top, front, scores, best, test, best_yaml, overrides)
+    atomic_write(out / "summary.md", lambda tmp: tmp.write_text(text))
+    print("\n" + text + f"results: {out}")
+    parent = tracker.run_logger(run.parent_run_id)
+    log_summary(parent, best, test, scores, states, cached)
+    parent.log_artifacts(
+        [out / "summary.md", out / "trials.csv", out / "top_trials.csv", out / "importances.csv", best_yaml,
+         *figures] + ([out / "pareto.csv"] if front is not None else [])
+    )  # fmt: skip
+
+
+def best_results(study: optuna.Study, run: SearchRun, tracker: Tracker, data: PreparedData, candidates):
+    """The best trial, its settings (written as ``best_params.yaml``) and its one test accuracy;
+    the other trials' checkpoints are deleted."""
     best = best_trial(study)
     overrides = trial_overrides(best, candidates=candidates)  # `fixed` only shortened the search
-    best_yaml = write_yaml(out / "best_params.yaml", nested(overrides), run.params.search.fixed)
-    test = test_accuracy(
-        run, overrides, fetch_checkpoint(tracker, best, checkpoint_path(run, best.number)), data
-    )
-    for other in (out / "checkpoints").glob("trial-*.pt"):
+    best_yaml = write_yaml(run.out_dir / "best_params.yaml", nested(overrides), run.params.search.fixed)
+    checkpoint = fetch_checkpoint(tracker, best, checkpoint_path(run, best.number))
+    test = test_accuracy(run, overrides, checkpoint, data)
+    for other in (run.out_dir / "checkpoints").glob("trial-*.pt"):
         if other.name != f"trial-{best.number}.pt":
             other.unlink(missing_ok=True)
+    return best, overrides, best_yaml, test
+
+
+def summary_text(run: SearchRun, top, front, scores, best, test, best_yaml: Path, overrides) -> str:
+    pareto_columns = ["number", *dict.fromkeys(STAGE_KEYS), "val_acc", "ff_ratio"]
+    return render(
+        "study.search",
+        "summary.md.j2",
+        study_name=run.study_name,
+        top=table(top, floatfmt=".4g"),
+        pareto=None if front is None else table(front[pareto_columns], floatfmt=".4g"),
+        pareto_size=0 if front is None else len(front),
+        importances=None if scores.empty else table(scores, floatfmt=".4g"),
+        best=best,
+        test=test,
+        best_yaml=best_yaml.name,
+        command=exp_run_command(nested(overrides)),
+    )
+
+
+def draw_figures(frame: pd.DataFrame, front: pd.DataFrame | None, out: Path) -> list[Path]:
     figures = [
         history_figure(frame, out / "history.png"),
         hyperparameter_figure(frame, out / "hyperparameters.png"),
         ff_c2i_figure(frame, out / "ff_c2i.png"),
     ]
-    front = pareto_frame(study, frame) if len(study.directions) == 2 else None
     if front is not None:
-        write_csv(out / "pareto.csv", front[columns])
         figures.append(pareto_figure(frame, front.sort_values("ff_ratio"), out / "pareto.png"))
+    return figures
 
-    with pd.option_context(
-        "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format
-    ):
-        print("\nTop trials (stage-2 validation accuracy):")
-        print(top.to_string(index=False))
-        if front is not None:
-            print(f"\nPareto front (accuracy up, FF ratio down): {len(front)} trials")
-            print(front[["number", *dict.fromkeys(STAGE_KEYS), "val_acc", "ff_ratio"]].to_string(index=False))
-        if not scores.empty:
-            print("\nParameter importances (PED-ANOVA, on validation accuracy; parameters every trial has):")
-            print(scores.to_string(index=False))
-    print(f"\nBest trial {best.number}: val_acc {best.user_attrs['val_acc']:.4f}", end="")
-    print(
-        f", test_acc {test['acc']:.4f} (test split, evaluated once)"
-        if test
-        else " (no checkpoint: neither on this host nor in its MLflow run)"
-    )
-    print(f"best params: {best_yaml}\n  apply with: {exp_run_command(nested(overrides))}")
-    print(f"results: {out}")
 
-    parent = tracker.run_logger(run.parent_run_id)
+def log_summary(
+    parent, best: FrozenTrial, test: dict | None, scores: pd.DataFrame, states: dict, cached: int
+) -> None:
+    """The best trial's metrics, the importances and the trial counts as metrics of the parent run."""
     summary = {f"best_{k}": best.user_attrs[k] for k in METRICS if k in best.user_attrs}
     if test:
         summary["best_test_acc"] = test["acc"]
@@ -346,7 +291,3 @@ def summarize(study: optuna.Study, run: SearchRun, tracker: Tracker, data: Prepa
     )
     parent.log_metrics(summary)
     parent.set_tags({"best_trial": best.number})
-    parent.log_artifacts(
-        [out / "trials.csv", out / "top_trials.csv", out / "importances.csv", best_yaml, *figures]
-        + ([out / "pareto.csv"] if front is not None else [])
-    )

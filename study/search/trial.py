@@ -53,13 +53,7 @@ class Objective:
         self.data_hash = data.fingerprint()  # a hash of every image: once per worker, not per trial
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        study = trial.study
-        earlier = [
-            t for t in study.get_trials(deepcopy=False, states=FINISHED + PENDING) if t.number < trial.number
-        ]
-        if len(earlier) >= self.run.trials:
-            trial.set_user_attr("surplus", True)
-            raise SurplusTrial(f"trial {trial.number} is beyond the budget of {self.run.trials}")
+        self._check_budget(trial)
         overrides = trial_settings(trial, self.run, self.candidates)
         params = self.run.params.with_overrides(overrides)
         tags = {
@@ -75,27 +69,7 @@ class Objective:
             mlrun.log_dataset(self.data, self.data_hash)
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             try:
-                if self.candidates is None:  # a stage 1 of its own: pruned while it trains
-                    stage1 = self.cache.run(
-                        params, self.data, observers=(self._observer(trial, mlrun, "stage1", 0),)
-                    )
-                    offset = params.stage1.epochs
-                else:  # a shared candidate, trained to the end for the trials after this one
-                    stage1 = self.cache.run(params, self.data)
-                    mlrun.log_history(stage1.history, prefix="stage1.")
-                    offset = 0  # trials differ from stage 2 on: prune on stage-2 epochs alone
-                trial.set_user_attr("stage1_cached", stage1.cached)
-                mlrun.set_tags({"stage1_cached": stage1.cached})
-                teacher = load_teacher(params, self.data, stage1.teacher_state_dict)
-                observer = self._observer(trial, mlrun, "stage2", offset)
-                stage2 = run_stage2(
-                    params,
-                    self.data,
-                    stage1.state_dict,
-                    stage1.init_signs,
-                    teacher=teacher,
-                    observers=(observer,),
-                )
+                stage1, stage2 = self._train(trial, mlrun, params)
             except optuna.TrialPruned as exc:
                 mlrun.set_tags({"trial_state": "PRUNED"})
                 pruned = exc
@@ -104,30 +78,63 @@ class Objective:
                 mlrun.set_tags({"trial_state": "FAIL"})
                 raise
             else:
-                final = stage2.result.final
-                metrics = {
-                    "val_acc": final["val_acc"],
-                    "ff_ratio": final["ff_ratio"],
-                    "c2i_ratio": final["c2i_stage"],
-                    "c2i_init": final["c2i_init"],
-                    "changed_from_init": final["changed_from_init"],
-                    "saturation": final["saturation"],
-                    "stage1_val_acc": stage1.final["val_acc"],
-                    "stage1_ff_ratio": stage1.final["ff_ratio"],
-                    "stage1_c2i_init": stage1.final["c2i_init"],
-                }
-                mlrun.log_metrics(metrics)
-                mlrun.set_tags({"trial_state": "COMPLETE"})
-                for key, value in metrics.items():
-                    trial.set_user_attr(key, value)
-                checkpoint = checkpoint_path(self.run, trial.number)
-                atomic_torch_save(stage2.model.state_dict(), checkpoint)
-                mlrun.log_artifacts([checkpoint], CHECKPOINT_ARTIFACTS)  # any host can evaluate it
+                metrics = self._record(trial, mlrun, stage1, stage2)
         if pruned is not None:
             raise pruned
         if self.run.objectives == ["acc"]:
             return metrics["val_acc"]
         return metrics["val_acc"], metrics["ff_ratio"]
+
+    def _check_budget(self, trial: optuna.Trial) -> None:
+        """Workers race for the last trials: one that starts beyond the budget ends as surplus."""
+        earlier = [
+            t for t in trial.study.get_trials(deepcopy=False, states=FINISHED + PENDING)
+            if t.number < trial.number
+        ]  # fmt: skip
+        if len(earlier) >= self.run.trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number} is beyond the budget of {self.run.trials}")
+
+    def _train(self, trial: optuna.Trial, mlrun, params):
+        """Stage 1 (its own, pruned while it trains, or a shared candidate), then stage 2 from it."""
+        if self.candidates is None:  # a stage 1 of its own: pruned while it trains
+            stage1 = self.cache.run(params, self.data, observers=(self._observer(trial, mlrun, "stage1", 0),))
+            offset = params.stage1.epochs
+        else:  # a shared candidate, trained to the end for the trials after this one
+            stage1 = self.cache.run(params, self.data)
+            mlrun.log_history(stage1.history, prefix="stage1.")
+            offset = 0  # trials differ from stage 2 on: prune on stage-2 epochs alone
+        trial.set_user_attr("stage1_cached", stage1.cached)
+        mlrun.set_tags({"stage1_cached": stage1.cached})
+        teacher = load_teacher(params, self.data, stage1.teacher_state_dict)
+        observer = self._observer(trial, mlrun, "stage2", offset)
+        stage2 = run_stage2(
+            params, self.data, stage1.state_dict, stage1.init_signs, teacher=teacher, observers=(observer,)
+        )
+        return stage1, stage2
+
+    def _record(self, trial: optuna.Trial, mlrun, stage1, stage2) -> dict[str, float]:
+        """A complete trial's metrics on the trial and its MLflow run, its network as an artifact."""
+        final = stage2.result.final
+        metrics = {
+            "val_acc": final["val_acc"],
+            "ff_ratio": final["ff_ratio"],
+            "c2i_ratio": final["c2i_stage"],
+            "c2i_init": final["c2i_init"],
+            "changed_from_init": final["changed_from_init"],
+            "saturation": final["saturation"],
+            "stage1_val_acc": stage1.final["val_acc"],
+            "stage1_ff_ratio": stage1.final["ff_ratio"],
+            "stage1_c2i_init": stage1.final["c2i_init"],
+        }
+        mlrun.log_metrics(metrics)
+        mlrun.set_tags({"trial_state": "COMPLETE"})
+        for key, value in metrics.items():
+            trial.set_user_attr(key, value)
+        checkpoint = checkpoint_path(self.run, trial.number)
+        atomic_torch_save(stage2.model.state_dict(), checkpoint)
+        mlrun.log_artifacts([checkpoint], CHECKPOINT_ARTIFACTS)  # any host can evaluate it
+        return metrics
 
     def _observer(self, trial: optuna.Trial, mlrun, stage: str, offset: int):
         """Log each epoch under ``stage.<metric>``; report val_acc at step ``offset + epoch`` for pruning."""
