@@ -368,7 +368,7 @@ def test_a_queued_experiment_uses_the_projects_stores_and_retrains_no_ablation_c
     cells = {path: path.stat().st_mtime_ns for path in (project.root / ".cache" / "cells").glob("*.json")}
     assert cells, "the first repro stored its ablation cells in the project"
 
-    # The pipeline and one ablation (the rest reuse cells alike, tests/study/reproduce/test_ablate.py checks each).
+    # The pipeline and one ablation (the rest reuse cells alike: tests/study/reproduce/test_ablate.py).
     project.dvc("exp", "run", "--queue", "-S", "stage1.weight_decay=1e-5", "export", "ablate@stages")
     project.dvc("queue", "start")  # a background worker, which stops when the queue is empty
     deadline = time.monotonic() + TIMEOUT

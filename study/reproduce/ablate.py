@@ -36,296 +36,27 @@ give identical files; MLflow has the rest.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
-import json
-import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
-from bnn import (
-    NonFiniteLossError,
-    PreparedData,
-    StageConfig,
-    StageResult,
-    evaluate,
-    latent_histogram,
-    latent_measures,
-    median_abs_weight,
-    rel_histogram,
-    train_stage,
-)
-from bnn.train import resolve_device
-from study.artifacts import atomic_write, write_csv, write_json
-from study.config import PROJECT_ROOT, AblationConfig, Params, load_params
+from bnn import NonFiniteLossError, PreparedData
+from study.artifacts import write_csv, write_json
+from study.config import PROJECT_ROOT, Params, load_params
 from study.paths import PREPARED_DATA, STORE_ROOT
-from study.runner import augmentation, load_teacher, new_model, run_stage2
-from study.stage1_store import Stage1Cache, code_fingerprint
+from study.reproduce.cell_store import CellStore
+from study.reproduce.cells import ABLATIONS, Cell, ablation_base, ablation_settings, expand, seeds
+from study.reproduce.training import run_cell
+from study.stage1_store import Stage1Cache
 from study.tracking import Tracker
 from study.workers import run_workers
 
 RESULTS = PROJECT_ROOT / "reports" / "ablations"
 STORE = STORE_ROOT / ".cache"
-HISTOGRAM_BINS = 121
-# Columns taken from the last stage's final record (NaN where that stage does not track them).
-FINAL_COLUMNS = {
-    "val_acc": "val_acc",
-    "ff_ratio": "ff_ratio",
-    "c2i_stage": "c2i_ratio",
-    "c2i_init": "c2i_init",
-    "changed_from_init": "changed_from_init",
-    "saturation_train": "saturation_train",
-    "dead_beyond_clip": "dead_beyond_clip",
-    "dead_zero_grad": "dead_zero_grad",
-}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run of an ablation: how it trains (``kind``), its settings, and the labels it is reported by."""
-
-    ablation: str
-    kind: str  # "two_stage" | "one_stage" | "real"
-    overrides: tuple[tuple[str, Any], ...]
-    labels: tuple[tuple[str, Any], ...] = field(default=())
-
-    def params(self, base: Params) -> Params:
-        return base.with_overrides(dict(self.overrides))
-
-    def key(self, base: Params, data: PreparedData) -> str:
-        params = self.params(base)
-        parts = [
-            self.kind,
-            params.training_key("seed", "threads", "model", "stage1", "stage2", "distill"),
-            params.data.augment.model_dump_json(),
-            data.fingerprint(),
-            code_fingerprint(),
-        ]
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
-
-
-def ablation_settings(params: Params, quick: bool) -> AblationConfig:
-    """``params.ablation``; with ``quick``, its quick seeds and epochs in every ablation (latent too)."""
-    settings = params.ablation
-    if not quick:
-        return settings
-    short = {"seeds": settings.quick_seeds, "epochs": settings.quick_epochs}
-    latent = settings.latent.model_copy(update=short)
-    return settings.model_copy(update={**short, "seeds_by_ablation": {}, "latent": latent})
-
-
-def ablation_base(params: Params, quick: bool) -> Params:
-    """The pipeline's params with the ablation's epochs (and the quick variant's) and the recipe's
-    weight decays (``ablation.recipe_weight_decay``, not the pipeline's) applied."""
-    settings = ablation_settings(params, quick)
-    return params.with_overrides(
-        {
-            "stage1.epochs": settings.epochs,
-            "stage2.epochs": settings.epochs,
-            "stage1.weight_decay": settings.recipe_weight_decay.stage1,
-            "stage2.weight_decay": settings.recipe_weight_decay.stage2,
-        }
-    )
-
-
-def seeds(name: str, settings: AblationConfig) -> list[int]:
-    if name == "latent":
-        return list(range(settings.latent.seeds))
-    return list(range(settings.seeds_by_ablation.get(name, settings.seeds)))
-
-
-def optimizer_overrides(stages: tuple[str, ...], optimizer: str, settings: dict[str, Any]) -> tuple:
-    return tuple(
-        (f"{stage}.{k}", v) for stage in stages for k, v in {"optimizer": optimizer, **settings}.items()
-    )
-
-
-def wd_cells(settings: AblationConfig, seed: int) -> list[Cell]:
-    cells = []
-    for wd1 in settings.weight_decay.stage1:
-        for wd2 in settings.weight_decay.stage2:
-            labels = (("stage1.weight_decay", wd1), ("stage2.weight_decay", wd2), ("seed", seed))
-            cells.append(Cell("wd", "two_stage", labels, labels))
-    return cells
-
-
-def optimizer_cells(settings: AblationConfig, seed: int) -> list[Cell]:
-    """Each optimizer at each learning rate of its sweep, in both stages; binary and real-valued."""
-    cells = []
-    for optimizer, cfg in settings.optimizers.items():
-        for lr in cfg["lr"]:
-            overrides = optimizer_overrides(("stage1", "stage2"), optimizer, {**cfg, "lr": lr})
-            for network, kind in (("binary", "two_stage"), ("real", "real")):
-                labels = (("optimizer", optimizer), ("lr", lr), ("network", network), ("seed", seed))
-                cells.append(Cell("optimizer", kind, (*overrides, ("seed", seed)), labels))
-    return cells
-
-
-def stages_cells(settings: AblationConfig, seed: int) -> list[Cell]:
-    return [
-        Cell("stages", kind, (("seed", seed),), (("training", training), ("seed", seed)))
-        for training, kind in (("two-stage", "two_stage"), ("one-stage", "one_stage"))
-    ]
-
-
-def latent_cells(settings: AblationConfig, seed: int) -> list[Cell]:
-    """Each optimizer in stage 2 only (stage 1 stays the pipeline's, so both start from the same
-    weights), with the latent ablation's stage-2 budget."""
-    latent = settings.latent
-    budget = (("stage2.epochs", latent.epochs), ("stage2.batch_size", latent.batch_size))
-    return [
-        Cell(
-            "latent",
-            "two_stage",
-            (*optimizer_overrides(("stage2",), optimizer, cfg), *budget, ("seed", seed)),
-            (("optimizer", optimizer), ("seed", seed)),
-        )
-        for optimizer, cfg in latent.optimizers.items()
-    ]
-
-
-EXPANSIONS = {"wd": wd_cells, "optimizer": optimizer_cells, "stages": stages_cells, "latent": latent_cells}
-ABLATIONS = tuple(EXPANSIONS)
-
-
-def expand(name: str, params: Params, quick: bool = False) -> list[Cell]:
-    """The cells of one ablation, in a fixed order (seeds, then grid values)."""
-    if name not in EXPANSIONS:
-        raise ValueError(f"unknown ablation {name!r}, choose from {ABLATIONS}")
-    settings = ablation_settings(params, quick)
-    return [cell for seed in seeds(name, settings) for cell in EXPANSIONS[name](settings, seed)]
-
-
-@dataclass
-class Trained:
-    """A cell's network after training, its last stage's result and settings, and where its weights
-    stood when that stage started."""
-
-    model: torch.nn.Module
-    result: StageResult
-    last_stage: StageConfig
-    median_abs_start: float
-    stage1_cached: bool | None = None
-
-
-def train_two_stage(params: Params, data: PreparedData, stage1_store: Stage1Cache, record) -> Trained:
-    stage1 = stage1_store.run(params, data, observers=(record(1, 0),))
-    start = new_model(params, data)
-    start.load_state_dict(stage1.state_dict, strict=True)
-    stage2 = run_stage2(
-        params,
-        data,
-        stage1.state_dict,
-        stage1.init_signs,
-        teacher=load_teacher(params, data, stage1.teacher_state_dict),
-        observers=(record(2, params.stage1.epochs),),
-    )
-    return Trained(stage2.model, stage2.result, params.stage2, median_abs_weight(start), stage1.cached)
-
-
-def train_one_stage(kind: str, params: Params, data: PreparedData, record) -> Trained:
-    """Fully binary from scratch (stage 2's settings) or real-valued (stage 1's), for both stages' epochs."""
-    total = params.stage1.epochs + params.stage2.epochs
-    source = params.stage1 if kind == "real" else params.stage2
-    cfg = StageConfig.model_validate({**source.model_dump(), "epochs": total})
-    mode = "real" if kind == "real" else "binary"
-    model = new_model(params, data)
-    start = median_abs_weight(model)
-    result = train_stage(
-        model,
-        data,
-        cfg,
-        mode=mode,
-        seed=params.seed,
-        augment=augmentation(params),
-        device=resolve_device(params.device),
-        track_signs=mode != "real",
-        observers=(record(1, 0),),
-    )
-    return Trained(model, result, cfg, start)
-
-
-def lr_budget(history: list[dict], steps_per_epoch: int) -> float:
-    """The learning rate summed over a stage's optimizer steps (the schedule changes it per epoch)."""
-    return steps_per_epoch * sum(epoch["lr"] for epoch in history)
-
-
-def run_cell(cell: Cell, base: Params, data: PreparedData, stage1_store: Stage1Cache, observer=None) -> dict:
-    """Train one cell; returns its metrics, per-epoch history and end-of-training latent histograms.
-
-    ``stage1_cached`` (whether stage 1 came from the store) depends on which worker got there first:
-    it goes to MLflow, never into the results.
-    """
-    params = cell.params(base)
-    history: list[dict] = []
-
-    def record(stage: int, offset: int):
-        def observe(epoch: dict) -> None:
-            history.append({**epoch, "stage": stage, "step": offset + epoch["epoch"]})
-            if observer is not None:
-                observer(history[-1])
-
-        return observe
-
-    if cell.kind == "two_stage":
-        trained = train_two_stage(params, data, stage1_store, record)
-    else:
-        trained = train_one_stage(cell.kind, params, data, record)
-    model, final = trained.model, trained.result.final
-    test = evaluate(model, data.test, data, device=resolve_device(params.device))
-    steps_per_epoch = math.ceil(len(data.train) / trained.last_stage.batch_size)
-    return {
-        "test_acc": test["acc"],
-        **{column: final.get(key, float("nan")) for key, column in FINAL_COLUMNS.items()},
-        "saturation": test["saturation"],
-        **latent_measures(model),
-        "median_abs_start": trained.median_abs_start,
-        "lr_budget": lr_budget(trained.result.history, steps_per_epoch),
-        "stage1_cached": trained.stage1_cached,
-        "history": history,
-        "histogram": latent_histogram(model, bins=HISTOGRAM_BINS, limit=1.5),
-        "rel_histogram": rel_histogram(model, bins=HISTOGRAM_BINS),
-    }
-
-
-class CellStore:
-    """Cell results as JSON files named by cell key; a cell is claimed with a non-blocking lock."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, key: str) -> Path:
-        return self.root / f"{key}.json"
-
-    def get(self, key: str) -> dict | None:
-        path = self.path(key)
-        return json.loads(path.read_text()) if path.exists() else None
-
-    @contextmanager
-    def claim(self, key: str) -> Iterator[bool]:
-        """Yields True when this process holds the cell (nobody else is training it)."""
-        with open(self.root / f"{key}.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def put(self, key: str, result: dict) -> None:
-        atomic_write(self.path(key), lambda tmp: tmp.write_text(json.dumps(result)))
 
 
 @dataclass
@@ -555,4 +286,3 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--workers must be at least 1")
     for name in ABLATIONS if args.ablation == "all" else (args.ablation,):
         run_ablation(name, params, quick=args.quick, workers=workers, out_dir=args.out, data_path=args.data)
-

@@ -7,7 +7,7 @@ import doctest
 import pytest
 
 from bnn.models.registry import MODELS
-from study import model_summary
+from study.export import summary as model_summary
 from study.export.summary import PAPER_REACTNET_A, SETTINGS, build, layer_table, totals
 from study.readme import replace_block
 

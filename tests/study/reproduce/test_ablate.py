@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 from ruamel.yaml import YAML
 
 from bnn import DataError, NonFiniteLossError
-from study import ablate
 from study.config import DEFAULT_PARAMS, ParamsError, load_params, read_yaml
+from study.reproduce import ablate
 from study.reproduce.ablate import ablation_base, expand, run_ablation
 from study.reproduce.report import cell_frame, write_report
 from study.reproduce.stats import VERDICTS
@@ -559,7 +559,7 @@ def test_report_has_every_claim_with_a_verdict_and_the_figures(ablated):
     """The report reads every ablation's results (the claims themselves are tested in test_claims)."""
     text = ablated["report"].read_text()
     section = text.split("## Verdicts", 1)[1].split("Details:", 1)[0]
-    rows = re.findall(r"^\| (\w+) \|.*\| \*\*([^*]+)\*\* \|$", section, flags=re.MULTILINE)
+    rows = re.findall(r"^\| (\w+) +\|.*\| \*\*([^*]+)\*\* +\|$", section, flags=re.MULTILINE)
     numbers = [c.number for c in ablated["claims"]]
     assert {number[0] for number in numbers} == set(CLAIM_GROUPS)
     assert [(c.number, c.verdict) for c in ablated["claims"]] == rows

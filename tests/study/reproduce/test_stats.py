@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from study import stats
+from study.reproduce import stats
 from study.reproduce.stats import (
     BEST_CELL_CLAIM,
     UNTESTABLE,
