@@ -186,7 +186,7 @@ def test_repro_runs_every_stage(project: Project) -> None:
     report = (project.root / "reports/reproduction.md").read_text()
     verdict = "|".join(re.escape(v) for v in VERDICTS)
     for claim in ("1a", "1b", "2a", "2b", "3", "4a", "4b", "5", "6a", "6b", "6c"):
-        assert re.search(rf"^\| {claim} \|.*\*\*({verdict})\*\*", report, re.M), claim
+        assert re.search(rf"^\| {claim} +\|.*\*\*({verdict})\*\*", report, re.M), claim
 
 
 def test_evaluate_metrics(project: Project) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -108,6 +109,19 @@ def test_search_writes_tables_figures_and_applicable_best_params(searched):
     )
     assert applied.stage1.lr == best["stage1"]["lr"]
     assert len(list((out / "checkpoints").glob("*.pt"))) == 1  # only the best trial's network is kept
+
+
+def test_search_summary_is_the_template_filled_with_the_trials_tables(searched):
+    folder, *_ = searched
+    text = (folder / "out" / "summary.md").read_text()
+    top = pd.read_csv(folder / "out" / "top_trials.csv")
+    assert text.startswith("# Search `tiny`\n")
+    lines = text.splitlines()
+    header = lines[lines.index("## Top trials (stage-2 validation accuracy)") + 2]
+    assert [cell.strip() for cell in header.strip("|").split("|")] == list(top.columns)
+    best = int(re.search(r"^## Best trial (\d+)$", text, flags=re.MULTILINE).group(1))
+    assert f"val_acc {top['val_acc'].max():.4f}" in text and best in set(top["number"])
+    assert "dvc exp run -S stage" in text and "{{" not in text
 
 
 def test_every_trial_is_a_child_run_of_one_parent_with_per_epoch_ff_and_c2i(searched):
