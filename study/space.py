@@ -10,6 +10,9 @@ values are one of
 each optionally with ``when: {stage1.optimizer: sgd}``: sampled only when the named settings took
 those values (conditional parameters such as SGD momentum), otherwise the base value stays.
 
+The schema lives in the core because ``params.yaml`` is validated as a whole (:mod:`study.config`);
+sampling it on an Optuna trial is the search's business (:mod:`study.search.sampling`).
+
     >>> space = SearchSpace.model_validate({"stage1.lr": {"low": 1e-4, "high": 1e-2, "log": True},
     ...                                      "stage1.optimizer": ["adam", "sgd"]})
     >>> sorted(space.root)
