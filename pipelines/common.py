@@ -22,7 +22,7 @@ from study.tracking import CHECKPOINT_ARTIFACTS, RunLogger, Tracker, git_commit
 
 PREPARED = PREPARED_DATA.parent
 RUNS = PROJECT_ROOT / "runs"
-TRAINED_SECTIONS = ("seed", "threads", "data", "model", "stage1", "stage2", "distill")
+TRAINED_SECTIONS = ("seed", "threads", "cpu_isa", "data", "model", "stage1", "stage2", "distill")
 CHECKPOINT_TAG = "bnn.checkpoint_md5"
 
 

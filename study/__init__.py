@@ -1,1 +1,10 @@
-"""Orchestration of bnn-study: config, runs, tracking, search and ablations."""
+"""Orchestration of bnn-study: config, runs, tracking, search and ablations.
+
+Importing ``study`` pins the CPU code path that torch, MKL and oneDNN will take (``cpu_isa`` in the
+project's params.yaml, :mod:`study.cpu_isa`); it must happen before torch loads, so it happens here.
+"""
+
+from study import cpu_isa as _cpu_isa
+from study.paths import PROJECT_ROOT as _PROJECT_ROOT
+
+_cpu_isa.pin(_cpu_isa.configured(_PROJECT_ROOT / "params.yaml"))

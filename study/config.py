@@ -288,6 +288,9 @@ class Params(_Section):
     # fixed here (and part of every stored result's key), never derived from --workers or the cores:
     # the same seed gives bit-identical metrics on a CPU whatever the worker count.
     threads: PositiveInt = 1
+    # The CPU code path of torch, MKL and oneDNN (study/cpu_isa.py): avx2 gives the same numbers on any
+    # x86-64 CPU with AVX2; native takes this CPU's best kernels (machine-dependent numbers).
+    cpu_isa: Literal["avx2", "native"] = "avx2"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     stage1: StageConfig

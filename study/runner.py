@@ -24,6 +24,7 @@ from bnn import (
 )
 from bnn.layers import set_act_std_normalise
 from bnn.train import Observer, resolve_device
+from study import cpu_isa
 from study.config import Params, resolve_path
 
 
@@ -52,10 +53,12 @@ def prepare(params: Params) -> PreparedData:
 def new_model(params: Params, data: PreparedData) -> nn.Module:
     """The configured model, with its latent weights seeded from ``params.seed``.
 
-    Also fixes torch's intra-op threads to ``params.threads``: every run (pipeline stage, trial,
-    ablation cell, in any worker process) builds its model here first, so its float sums, and so
-    its metrics, do not depend on the worker count or the machine's cores.
+    Also fixes torch's intra-op threads to ``params.threads`` and checks the CPU code path
+    (``params.cpu_isa``): every run (pipeline stage, trial, ablation cell, in any worker process)
+    builds its model here first, so its float sums, and so its metrics, depend neither on the worker
+    count nor on the machine's cores or instruction set.
     """
+    cpu_isa.check(params.cpu_isa)
     torch.set_num_threads(params.threads)
     torch.manual_seed(params.seed)
     m = params.model

@@ -30,7 +30,7 @@ from bnn.train import Observer
 from study.config import Params
 from study.runner import run_stage1
 
-STAGE1_SECTIONS = ("seed", "threads", "model", "stage1", "distill")
+STAGE1_SECTIONS = ("seed", "threads", "cpu_isa", "model", "stage1", "distill")
 TRAINING_CODE = ("bnn", "study/runner.py")
 
 

@@ -1,3 +1,6 @@
+import study  # noqa: F401  first: pins the CPU code path (cpu_isa) before torch loads, as the commands do
+
+# isort: split
 import pytest
 import torch
 

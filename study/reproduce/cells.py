@@ -33,7 +33,7 @@ class Cell:
         params = self.params(base)
         parts = [
             self.kind,
-            params.training_key("seed", "threads", "model", "stage1", "stage2", "distill"),
+            params.training_key("seed", "threads", "cpu_isa", "model", "stage1", "stage2", "distill"),
             params.data.augment.model_dump_json(),
             data.fingerprint(),
             code_fingerprint(),

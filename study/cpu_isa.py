@@ -1,0 +1,70 @@
+"""The CPU code path of every training process, fixed so that a seed gives the same numbers on any x86-64.
+
+torch's own kernels (ATen), MKL (matrix products) and oneDNN (convolutions) each pick, when they
+start, the kernels for the widest instruction set the CPU has, and kernels for different instruction
+sets round differently: one seed trained on an AVX-512 machine and on an AVX2 machine ends with
+different weights (measured here: stage-1 weights of the default MLP differ with ATen's choice alone;
+a binary CNN's differ with each of the three). ``cpu_isa: avx2`` in params.yaml (the default) makes
+all three use their AVX2 kernels, which every x86-64 CPU of the last decade has; ``native`` lets each
+take the best for this CPU (the numbers then depend on the machine).
+
+The libraries read their variables once, at their first computation, so the variables are set when
+``study`` or ``pipelines`` is imported (every command's first import), from the ``cpu_isa`` of the
+project's params.yaml. :func:`check` confirms at training time that the running process took the code path its
+params ask for. Other architectures (ARM) and GPUs are not covered: their numbers stay their own.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from study.errors import InputError
+
+CHOICES = ("avx2", "native")
+PINS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+TORCH_CAPABILITY = {"avx2": "AVX2"}  # what torch.backends.cpu.get_cpu_capability() reports when pinned
+
+
+class CpuIsaError(InputError):
+    """This process does not run the CPU code path its params ask for."""
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def configured(params_file: Path) -> str:
+    """``cpu_isa`` of a params file, read without loading torch (validated later with the rest)."""
+    from ruamel.yaml import YAML  # light: this runs before torch loads
+
+    try:
+        params = YAML(typ="safe").load(params_file.read_text())
+    except Exception:  # a missing or broken file is reported by the params validation, not here
+        return CHOICES[0]
+    value = params.get("cpu_isa", CHOICES[0]) if isinstance(params, dict) else CHOICES[0]
+    return value if isinstance(value, str) else CHOICES[0]
+
+
+def pin(isa: str) -> None:
+    """Set the libraries' variables for ``isa`` (nothing for ``native``, or off x86-64)."""
+    if is_x86():
+        os.environ.update(PINS.get(isa, {}))
+
+
+def check(isa: str) -> None:
+    """Raise :class:`CpuIsaError` when torch in this process does not run ``isa``'s kernels."""
+    if isa not in PINS or not is_x86():
+        return
+    import torch
+
+    actual = torch.backends.cpu.get_cpu_capability()
+    unset = [f"{k}={v}" for k, v in PINS[isa].items() if os.environ.get(k) != v]
+    if actual != TORCH_CAPABILITY[isa] or unset:
+        raise CpuIsaError(
+            f"cpu_isa: {isa}, but this process runs torch's {actual} kernels"
+            + (f" without {' '.join(unset)}" if unset else "")
+            + ": import study (or pipelines) before torch runs anything, or start it with those "
+            "variables set; on a CPU without AVX2 set cpu_isa: native (its numbers are then its own)"
+        )
