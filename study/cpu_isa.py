@@ -1,12 +1,13 @@
 """The CPU code path of every training process, fixed so that a seed gives the same numbers on any x86-64.
 
-torch's own kernels (ATen), MKL (matrix products) and oneDNN (convolutions) each pick, when they
-start, the kernels for the widest instruction set the CPU has, and kernels for different instruction
-sets round differently: one seed trained on an AVX-512 machine and on an AVX2 machine ends with
-different weights (measured here: stage-1 weights of the default MLP differ with ATen's choice alone;
-a binary CNN's differ with each of the three). ``cpu_isa: avx2`` in params.yaml (the default) makes
-all three use their AVX2 kernels, which every x86-64 CPU of the last decade has; ``native`` lets each
-take the best for this CPU (the numbers then depend on the machine).
+torch's own kernels (ATen), MKL (matrix products) and oneDNN (convolutions) each pick the kernels for
+the widest instruction set the CPU has, and kernels for different instruction sets round differently:
+one seed trained on an AVX-512 machine and on an AVX2 machine ends with different weights (measured
+here: stage-1 weights of the default MLP differ with ATen's choice alone; a binary CNN's differ with
+each of the three), and numpy's OpenBLAS, which the report's fits use, changes p-values in their last
+digits. ``cpu_isa: avx2`` in params.yaml (the default) makes all four use their AVX2 kernels, which
+every x86-64 CPU of the last decade has; ``native`` lets each take the best for this CPU (the numbers
+then depend on the machine).
 
 The libraries read their variables once, at their first computation, so the variables are set when
 ``study`` or ``pipelines`` is imported (every command's first import), from the ``cpu_isa`` of the
@@ -23,8 +24,16 @@ from pathlib import Path
 from study.errors import InputError
 
 CHOICES = ("avx2", "native")
-PINS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+PINS = {
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels
+        "MKL_CBWR": "AVX2",  # MKL's matrix products (torch)
+        "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolutions (torch)
+        "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's OpenBLAS (the report's statistics)
+    }
+}
 TORCH_CAPABILITY = {"avx2": "AVX2"}  # what torch.backends.cpu.get_cpu_capability() reports when pinned
+OPENBLAS_CORE = {"avx2": "Haswell"}  # what threadpoolctl reports for a pinned OpenBLAS
 
 
 class CpuIsaError(InputError):
@@ -54,17 +63,27 @@ def pin(isa: str) -> None:
 
 
 def check(isa: str) -> None:
-    """Raise :class:`CpuIsaError` when torch in this process does not run ``isa``'s kernels."""
+    """Raise :class:`CpuIsaError` when torch or OpenBLAS in this process does not run ``isa``'s kernels."""
     if isa not in PINS or not is_x86():
         return
     import torch
 
-    actual = torch.backends.cpu.get_cpu_capability()
-    unset = [f"{k}={v}" for k, v in PINS[isa].items() if os.environ.get(k) != v]
-    if actual != TORCH_CAPABILITY[isa] or unset:
+    wrong = []
+    torch_kernels = torch.backends.cpu.get_cpu_capability()
+    if torch_kernels != TORCH_CAPABILITY[isa]:
+        wrong.append(f"torch's {torch_kernels} kernels")
+    wrong += [f"OpenBLAS's {core} kernels" for core in sorted(_openblas_cores() - {OPENBLAS_CORE[isa]})]
+    wrong += [f"no {name}={value}" for name, value in PINS[isa].items() if os.environ.get(name) != value]
+    if wrong:
         raise CpuIsaError(
-            f"cpu_isa: {isa}, but this process runs torch's {actual} kernels"
-            + (f" without {' '.join(unset)}" if unset else "")
-            + ": import study (or pipelines) before torch runs anything, or start it with those "
-            "variables set; on a CPU without AVX2 set cpu_isa: native (its numbers are then its own)"
+            f"cpu_isa: {isa}, but this process runs {', '.join(wrong)}: import study (or pipelines) "
+            "before torch or numpy run anything, or start it with those variables set; on a CPU "
+            "without AVX2 set cpu_isa: native (its numbers are then its own)"
         )
+
+
+def _openblas_cores() -> set[str]:
+    """The kernel sets of the OpenBLAS libraries loaded in this process (numpy's, scipy's)."""
+    from threadpoolctl import threadpool_info
+
+    return {lib["architecture"] for lib in threadpool_info() if lib.get("internal_api") == "openblas"}

@@ -12,8 +12,11 @@ from study.config import DEFAULT_PARAMS, ParamsError, load_params, read_yaml, va
 from study.reproduce.cells import Cell
 from study.stage1_store import stage1_key
 
-PROBE = (
-    "import os, torch; print(torch.backends.cpu.get_cpu_capability(), os.environ.get('ONEDNN_MAX_CPU_ISA'))"
+PROBE = (  # torch's kernels, oneDNN's variable, the kernels of the OpenBLAS numpy loaded
+    "import os, numpy, torch, threadpoolctl; "
+    "libs = threadpoolctl.threadpool_info(); "
+    "blas = {lib['architecture'] for lib in libs if lib['internal_api'] == 'openblas'}; "
+    "print(torch.backends.cpu.get_cpu_capability(), os.environ.get('ONEDNN_MAX_CPU_ISA'), *sorted(blas))"
 )
 pytestmark = pytest.mark.skipif(not cpu_isa.is_x86(), reason="the pins name x86-64 instruction sets")
 
@@ -34,29 +37,31 @@ def project_with(tmp_path, isa: str):
     return unpinned_env(BNN_STUDY_ROOT=str(tmp_path))
 
 
-def native_capability() -> str:
-    return python(PROBE, unpinned_env()).stdout.split()[0]
+def native_capability() -> list[str]:
+    """torch's and OpenBLAS's own choice on this CPU."""
+    torch_kernels, _, *openblas = python(PROBE, unpinned_env()).stdout.split()
+    return [torch_kernels, *openblas]
 
 
 def test_importing_study_pins_every_library_to_avx2(tmp_path):
     done = python("import study; " + PROBE, project_with(tmp_path, "avx2"))
-    assert done.stdout.split() == ["AVX2", "AVX2"], done.stderr
+    assert done.stdout.split() == ["AVX2", "AVX2", "Haswell"], done.stderr
 
 
 def test_native_leaves_the_libraries_their_own_choice(tmp_path):
     done = python("import study; " + PROBE, project_with(tmp_path, "native"))
-    assert done.stdout.split() == [native_capability(), "None"], done.stderr
+    assert done.stdout.split() == [*native_capability()[:1], "None", *native_capability()[1:]], done.stderr
 
 
 def test_a_process_that_loaded_torch_first_is_refused(tmp_path):
-    if native_capability() == "AVX2":
+    if native_capability()[0] == "AVX2":
         pytest.skip("this CPU's own code path is AVX2: loading torch first changes nothing here")
     # torch picks its kernels at its first computation: one before study is imported is too early
     code = "import torch; torch.ones(8).sum(); import study.cpu_isa as c; c.check('avx2')"
     done = python(code, project_with(tmp_path, "avx2"))
     assert done.returncode == 1
     assert "CpuIsaError: cpu_isa: avx2, but this process runs torch's" in done.stderr
-    assert "import study (or pipelines) before torch runs anything" in done.stderr
+    assert "import study (or pipelines) before torch or numpy run anything" in done.stderr
 
 
 def test_this_test_process_is_pinned_as_the_commands_are():
