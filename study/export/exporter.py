@@ -18,6 +18,7 @@ from torch import nn
 
 from study.export.format import ExportError, VerificationFailed
 from study.export.verify import failures, size_report, verify
+from study.paths import PROJECT_ROOT
 
 
 def architecture(model_cfg, data) -> dict[str, Any]:
@@ -64,9 +65,22 @@ def export_checkpoint(source: str, params, data, out: Path) -> tuple[nn.Module, 
         )
     arch = architecture(trained.model, data)
     model = trained_network(arch, trained.state_dict, source)
-    payload = export_payload(model, arch, data.mean, data.std, source)
+    payload = export_payload(model, arch, data.mean, data.std, portable(source))
     save_export(payload, out)
     return model, payload, trained
+
+
+def portable(source: str) -> str:
+    """How the file names its source: a checkpoint in the project by its path from the project root,
+    so that the same export has the same bytes wherever the project is checked out; a checkpoint
+    elsewhere, or an MLflow run id, as given."""
+    path = Path(source)
+    if not path.is_file():
+        return source
+    try:
+        return path.resolve().relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return source
 
 
 def _unverified(path: Path) -> Path:

@@ -8,8 +8,11 @@ bits and the folded BatchNorms are written from their definitions, not from the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -459,3 +462,20 @@ def test_reactnet_onnx_matches_onnxruntime(tmp_path):
     result = compare_onnx(tmp_path / "m.onnx", exported, images, stats, batch_size=32)
     assert result["onnx_prediction_mismatches"] == 0
     assert result["onnx_max_abs_logit_diff"] <= 1e-4
+
+
+def test_the_same_export_has_the_same_bytes_wherever_the_project_is(tiny, tmp_path):
+    """The file names a checkpoint of the project by its path from the project root, not the folder."""
+    digests = []
+    for folder in ("one", "elsewhere/two"):
+        copy = tmp_path / folder
+        shutil.copytree(tiny, copy, ignore=shutil.ignore_patterns("mlflow.db", "*.bnn"))
+        env = {**os.environ, "BNN_STUDY_ROOT": str(copy), "PYTHONPATH": str(PROJECT)}
+        checkpoint = str(copy / "runs" / "stage2" / "model.pt")  # absolute, as the DVC stage passes it
+        argv = [checkpoint, "--params", "params.yaml", "--data", "data.pt", "--out", "model.bnn"]
+        done = subprocess.run([sys.executable, "-m", "study.export", *argv], cwd=copy, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert read_export(copy / "model.bnn")["source"] == "runs/stage2/model.pt"
+        digests.append(hashlib.md5((copy / "model.bnn").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
