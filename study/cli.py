@@ -4,8 +4,9 @@ Exit status 2: the input is wrong (params, data paths, database URLs) and nothin
 work started and failed (a NaN loss, a missing upstream result, a local worker process that died);
 130: interrupted.
 
-The error classes are imported only when something failed, so a command's ``--help`` never pays for
-torch or MLflow.
+Every expected failure is an :class:`~study.errors.InputError` or :class:`~study.errors.RunFailed`
+(the wings' errors subclass them), or one of ``bnn``'s two, which are imported only when something
+failed, so a command's ``--help`` never pays for torch.
 """
 
 from __future__ import annotations
