@@ -115,17 +115,26 @@ def recu_tau(progress: float, tau_min: float = 0.85, tau_max: float = 0.99) -> f
     return tau_min + (tau_max - tau_min) * (math.exp(progress) - 1) / (math.e - 1)
 
 
-def recu_quantize(w: Tensor, tau: float) -> Tensor:
-    """ReCU's ``BinarizeConv2d`` weight path, before the sign: standardise, then clamp.
-
-    Each output channel is centred and divided by ``std / (2 * sqrt(2))``; the result is clamped to
-    ``[-Q, Q]`` with ``Q = -E|w| * ln(2 - 2 * tau)``, where ``E|w|`` is **one** mean over the whole
-    layer, detached (ReCU computes it with ``.item()``). ``torch.clamp`` passes gradient inside the
-    range and none outside, as in ReCU; the sign that follows passes it straight through
-    (:class:`SignIdentitySTE`). Returns the clamped, standardised weights.
-    """
+def recu_standardise(w: Tensor) -> Tensor:
+    """ReCU's standardisation: each output channel centred and divided by ``std / (2 * sqrt(2))``."""
     dims = tuple(range(1, w.dim()))
     centred = w - w.mean(dims, keepdim=True)
-    scaled = centred / (torch.sqrt(centred.var(dims, keepdim=True) + 1e-5) / (2 * math.sqrt(2)))
-    q = float(-scaled.detach().abs().mean() * math.log(2 - 2 * tau))
+    return centred / (torch.sqrt(centred.var(dims, keepdim=True) + 1e-5) / (2 * math.sqrt(2)))
+
+
+def recu_bound(scaled: Tensor, tau: float) -> float:
+    """ReCU's clamp bound ``Q = -E|w| * ln(2 - 2 * tau)`` of standardised weights, from **one** mean
+    over the whole layer, detached (ReCU computes it with ``.item()``)."""
+    return float(-scaled.detach().abs().mean() * math.log(2 - 2 * tau))
+
+
+def recu_quantize(w: Tensor, tau: float) -> Tensor:
+    """ReCU's ``BinarizeConv2d`` weight path, before the sign: standardise, then clamp to ``[-Q, Q]``.
+
+    ``torch.clamp`` passes gradient inside the range and none outside, as in ReCU; the sign that
+    follows passes it straight through (:class:`SignIdentitySTE`). Returns the clamped,
+    standardised weights.
+    """
+    scaled = recu_standardise(w)
+    q = recu_bound(scaled, tau)
     return torch.clamp(scaled, -q, q)

@@ -13,9 +13,22 @@ Definitions (``N`` latent weights of all binary layers, ``s_t`` their signs afte
 - C2I ratio: ``1 - sum |s_T - s_0| / (2N)``, the fraction of signs equal to a reference: the start
   of the current stage (``c2i_stage``) and the very first random initialisation (``c2i_init``);
   ``changed_from_init = 1 - c2i_init``.
-- Dead weights (ReCU's notion): ``dead_beyond_clip``, the fraction of latent weights with
-  ``|w| > 1``, where the clip STE passes no gradient; ``dead_zero_grad``, the fraction whose loss
-  gradient was exactly zero at every step of the epoch (weight decay not counted).
+- Dead weights, per epoch (binary layers' latent weights only; weight decay not counted in gradients):
+  ``dead_beyond_clip``, the fraction to which the weight binarizer passes no gradient at the epoch's
+  end (``|w| > 1`` under the clip STE, beyond ReCU's clamp under ``recu``, 0 while weights are real:
+  see :meth:`bnn.layers.BinaryLinear.blocked_weights`); ``dead_small_grad``, the fraction whose mean
+  ``|loss gradient|`` over the epoch's steps is above 0 but below ``SMALL_GRADIENT`` times its layer's
+  median of that mean (AdamBNN's dead weights: saturated activations leave them a tiny gradient;
+  an exactly zero one, blocked or saturated on every sample, no optimizer revives);
+  ``dead_relative_update``, the mean ``|update|`` per step of those weights (``w`` after
+  ``optimizer.step()`` minus before, decay included) over the mean ``|update|`` of all binary
+  weights; NaN when none is small or nothing moved (lr 0). SGD moves a weight in proportion to its
+  gradient, so the ratio is small. Adam divides by the gradient's running RMS, so the ratio is near
+  1 where small gradients are steadily small (AdamBNN's "Adam revives dead weights"); it is small
+  again where the RMS still remembers larger gradients (``beta2`` 0.999: about 1000 steps) or the
+  gradient comes in rare bursts. With momentum, a weight whose gradient has just collapsed (e.g.
+  pushed past ReCU's clamp) coasts on its buffer for about ``1 / (1 - momentum)`` steps, which
+  raises SGD's ratio most where few weights are small.
 - Saturation: the fraction of sign inputs with ``|x| > 1`` (zero gradient under the clip STE);
   ``saturation`` on the validation pass (eval mode), ``saturation_train`` on sampled training
   batches (train mode: BatchNorm uses batch statistics, so the two differ).
@@ -23,6 +36,7 @@ Definitions (``N`` latent weights of all binary layers, ``s_t`` their signs afte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -30,6 +44,14 @@ import torch
 from torch import Tensor, nn
 
 from bnn.layers import SignActivation, binary_weight_layers
+
+# A weight is "dead" (AdamBNN) when its mean |gradient| over the epoch is below this fraction of its
+# layer's median. An order of magnitude: SGD then moves it about a tenth as far as a typical weight
+# or less, while Adam's normalised step moves it about as far. It lies outside the bulk's own
+# spread: were every weight's gradient drawn from one Gaussian, a single step would put about 5 %
+# below a tenth of the median |g|, and the mean over an epoch's steps far fewer.
+SMALL_GRADIENT = 0.1
+DEAD_WEIGHT_KEYS = ("dead_beyond_clip", "dead_small_grad", "dead_relative_update")
 
 
 def weight_signs(model: nn.Module) -> list[Tensor]:
@@ -97,10 +119,15 @@ class SignTracker:
 
 
 class DeadWeightTracker:
-    """Per epoch: the fraction of latent weights beyond the clip, and of those with no loss gradient.
+    """Per epoch: which latent weights the binarizer blocks, which get a tiny gradient, and how far
+    the optimizer still moves those (module docstring).
 
-    Call :meth:`step` after ``loss.backward()`` (before the optimizer adds weight decay) and
-    :meth:`epoch_summary` at each epoch end.
+    Call :meth:`before_step` after ``loss.backward()`` and before ``optimizer.step()`` (the
+    gradient without weight decay; the weights before the update), :meth:`after_step` right after
+    ``optimizer.step()``, and :meth:`epoch_summary` at each epoch end. Per step it adds two
+    per-weight sums and copies the weights, on the device, with no host synchronisation: measured
+    0.09 ms on the default MLP's 131,072 binary weights (one CPU thread), as much as the zero-gradient
+    count it replaced, and 2-9 % of that MLP's training step at batch 128-16.
 
     >>> import torch
     >>> from bnn.layers import BinaryLinear, set_mode
@@ -109,32 +136,51 @@ class DeadWeightTracker:
     ...     _ = layer.weight.copy_(torch.tensor([[0.5, 2.0]]))
     >>> tracker = DeadWeightTracker(layer)
     >>> layer(torch.ones(1, 2)).sum().backward()
-    >>> tracker.step()
-    >>> tracker.epoch_summary()
-    {'dead_beyond_clip': 0.5, 'dead_zero_grad': 0.5}
+    >>> tracker.before_step()
+    >>> tracker.after_step()
+    >>> tracker.epoch_summary()["dead_beyond_clip"]
+    0.5
     """
 
     def __init__(self, model: nn.Module):
-        self._weights = [layer.weight for layer in binary_weight_layers(model)]
+        self._layers = list(binary_weight_layers(model))
+        self._weights = [layer.weight for layer in self._layers]
         self._numel = sum(w.numel() for w in self._weights)
-        self._moved = [torch.zeros_like(w, dtype=torch.bool) for w in self._weights]
+        self._grad = [torch.zeros_like(w, dtype=torch.float32) for w in self._weights]
+        self._moved = [torch.zeros_like(w, dtype=torch.float32) for w in self._weights]
+        self._before = [torch.empty_like(w) for w in self._weights]
 
-    def step(self) -> None:
-        for moved, w in zip(self._moved, self._weights, strict=True):
+    def before_step(self) -> None:
+        for w, grad, before in zip(self._weights, self._grad, self._before, strict=True):
             if w.grad is not None:
-                moved.logical_or_(w.grad != 0)
+                grad.add_(w.grad.abs())
+            before.copy_(w.detach())
+
+    def after_step(self) -> None:
+        for w, moved, before in zip(self._weights, self._moved, self._before, strict=True):
+            moved.add_(before.sub_(w.detach()).abs_())
+
+    def small_gradient(self) -> list[Tensor]:
+        """Per layer, the weights (True) whose summed ``|gradient|`` this epoch is above 0 and below
+        ``SMALL_GRADIENT`` times the layer's median (the same test on the per-step mean)."""
+        return [(g > 0) & (g < SMALL_GRADIENT * g.median()) for g in self._grad]
 
     def epoch_summary(self) -> dict[str, float]:
-        """Both fractions for the epoch just ended; resets the gradient record."""
+        """The three measures for the epoch just ended; resets the sums."""
         if not self._numel:
             return {}
-        beyond = sum((w.detach().abs() > 1).sum() for w in self._weights)
-        moved = sum(m.sum() for m in self._moved)
-        for m in self._moved:
-            m.zero_()
+        small = self.small_gradient()
+        count = int(sum(s.sum() for s in small))
+        moved_small = float(sum(m[s].sum() for m, s in zip(self._moved, small, strict=True)))
+        moved_all = float(sum(m.sum() for m in self._moved))
+        for t in (*self._grad, *self._moved):
+            t.zero_()
+        relative = (moved_small / count) / (moved_all / self._numel) if count and moved_all else math.nan
+        blocked = int(sum(layer.blocked_weights().sum() for layer in self._layers))
         return {
-            "dead_beyond_clip": float(beyond) / self._numel,
-            "dead_zero_grad": 1.0 - float(moved) / self._numel,
+            "dead_beyond_clip": blocked / self._numel,
+            "dead_small_grad": count / self._numel,
+            "dead_relative_update": relative,
         }
 
 

@@ -27,7 +27,9 @@ from bnn.binarize import (
     WEIGHT_BINARIZERS,
     ScaledSignSTE,
     SignIdentitySTE,
+    recu_bound,
     recu_quantize,
+    recu_standardise,
 )
 
 MODES = ("real", "binary_act", "binary")
@@ -68,6 +70,19 @@ class _BinaryWeightMixin:
         if self.weight_binarizer == "recu":
             w = w - w.mean(tuple(range(1, w.dim())), keepdim=True)
         return w >= 0
+
+    def blocked_weights(self) -> Tensor:
+        """Latent weights (True) to which the weight binarizer passes no gradient: ``|w| > 1`` under
+        the clip STE; under ``recu`` those beyond the clamp, ``|standardised w| > Q_tau`` at the
+        layer's current ``tau`` (only the channel's mean and std still carry a gradient to them);
+        none while the weights are real (no binarizer)."""
+        w = self.weight.detach()
+        if not self.binarize_weights:
+            return torch.zeros_like(w, dtype=torch.bool)
+        if self.weight_binarizer == "recu":
+            scaled = recu_standardise(w)
+            return scaled.abs() > recu_bound(scaled, self.tau)
+        return w.abs() > 1
 
     def _scaled(self, out: Tensor, channel_dim: int) -> Tensor:
         if self.weight_binarizer != "recu" or not self.binarize_weights:

@@ -1,9 +1,17 @@
 """Optimizer and learning-rate schedule factories, and the one weight-decay rule.
 
-The rule (AdamBNN's recipe): weight decay applies to the kernels of conv and linear layers, binary
-or real, **except the final classifier**; BatchNorm, biases, PReLU slopes and learnable shifts get
-none. AdamBNN's code decays 4-d kernels only; we extend that to linear kernels so the MLP's
-binary layers are covered too, and keep the classifier exempt as AdamBNN does.
+What AdamBNN's code decays (``step1/train.py`` and ``step2/train.py``, one rule): every parameter
+with 4 dimensions or ``conv`` in its name. In its ReActNet that is every conv kernel (the real
+stem and the binary 3x3 and 1x1 kernels) **and** the learnable shifts (``LearnableBias``, stored as
+``(1, C, 1, 1)``: 78 tensors); BatchNorm weights and biases, PReLU slopes and the final ``fc``
+(weight and bias) get none. Its model has no other linear layer and no conv bias.
+
+What we decay (:func:`decayed_parameters`): the kernel (``weight``) of every ``nn.Conv2d`` and
+``nn.Linear``, binary or real, **except** ``model.classifier``; nothing else: biases, BatchNorm,
+PReLU slopes, ReCU's ``scale`` and the learnable shifts (stored as ``(C,)``) get none. The kernels
+and the classifier match AdamBNN; linear kernels extend the rule to the MLP's layers. The shifts
+differ: AdamBNN decays them, we do not; that matters only where the decay is above 0 (AdamBNN's
+stage 1, 5e-6; its stage 2 uses 0).
 
 ``adam`` and ``sgd`` apply it as coupled L2 (added to the gradient, as ``torch.optim.Adam``/
 ``SGD`` do); ``adamw`` decouples it.

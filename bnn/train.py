@@ -1,10 +1,11 @@
 """``train_stage``: the only training loop, shared by both stages, the search and the ablations.
 
 Read top to bottom: seed, build optimizer and schedule, then per epoch train (tracking sign flips
-after every optimizer step, which weights get no gradient, and activation saturation on every
-``SATURATION_EVERY``-th batch), validate (measuring saturation again, in eval mode), report the
-epoch record to the observers. Observers are how tracking, progress and pruning plug in; an observer may raise
-to stop the stage (an Optuna ``TrialPruned``, for example).
+after every optimizer step, the binary weights' gradients and updates around it (dead weights),
+and activation saturation on every ``SATURATION_EVERY``-th batch), validate (measuring saturation
+again, in eval mode), report the epoch record to the observers. Observers are how tracking,
+progress and pruning plug in; an observer may raise to stop the stage (an Optuna ``TrialPruned``,
+for example).
 
     from bnn import build_model, prepare_data, StageConfig, train_stage
     data = prepare_data("digits", val_fraction=0.1, test_fraction=0.2, seed=0)
@@ -31,7 +32,13 @@ from tqdm.auto import tqdm
 from bnn.batches import Augment, iterate_batches
 from bnn.binarize import recu_tau
 from bnn.data import ImageData, PreparedData
-from bnn.diagnostics import DeadWeightTracker, SignTracker, saturation_fraction, saturation_probe
+from bnn.diagnostics import (
+    DEAD_WEIGHT_KEYS,
+    DeadWeightTracker,
+    SignTracker,
+    saturation_fraction,
+    saturation_probe,
+)
 from bnn.distill import distribution_loss
 from bnn.layers import set_mode, set_recu_tau
 from bnn.optim import OPTIMIZERS, SCHEDULES, create_optimizer, create_schedule
@@ -104,19 +111,50 @@ def evaluate(
     data: PreparedData,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    """Loss, accuracy and saturation of ``model`` on one split (eval mode, no augmentation)."""
+    predictions: bool = False,
+) -> dict:
+    """Loss, accuracy and saturation of ``model`` on one split (eval mode, no augmentation); with
+    ``predictions``, also each example's predicted class in the split's order (``"predictions"``)."""
     model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct, predicted = 0.0, 0, []
     with saturation_probe(model) as counts:
         for x, y in iterate_batches(
             split, batch_size=batch_size, mean=data.mean, std=data.std, shuffle=False, device=device
         ):
             logits = model(x)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
+            labels = logits.argmax(1)
+            correct += int((labels == y).sum())
+            if predictions:
+                predicted.extend(labels.tolist())
     n = len(split)
-    return {"loss": loss_sum / n, "acc": correct / n, "saturation": saturation_fraction(counts)}
+    result = {"loss": loss_sum / n, "acc": correct / n, "saturation": saturation_fraction(counts)}
+    return {**result, "predictions": predicted} if predictions else result
+
+
+def trained_epochs(history: list[dict]) -> list[dict]:
+    """The epochs whose learning rate was above 0, or all when none was: an epoch at lr 0 (the
+    linear schedule's last) moves no weight, so its FF is 0 and its dead weights' update ratio
+    undefined by construction."""
+    return [r for r in history if r["lr"] > 0] or history
+
+
+def stage_ff_ratio(history: list[dict]) -> float:
+    """Mean FF over the epochs that trained; when none did the stage flipped nothing, and the mean
+    over all epochs (0) says so."""
+    trained = trained_epochs(history)
+    return sum(r["ff_ratio"] for r in trained) / len(trained)
+
+
+def stage_final(history: list[dict]) -> dict[str, float]:
+    """The last epoch's values, except the FF ratio (:func:`stage_ff_ratio`) and the dead-weight
+    measures, taken from the last epoch that trained."""
+    final = {key: history[-1][key] for key in history[-1] if key not in ("epoch", "lr")}
+    if "ff_ratio" in final:
+        final["ff_ratio"] = stage_ff_ratio(history)
+    last = trained_epochs(history)[-1]
+    final.update({key: last[key] for key in DEAD_WEIGHT_KEYS if key in last})
+    return final
 
 
 def train_stage(
@@ -136,7 +174,8 @@ def train_stage(
 ) -> StageResult:
     """Train ``model`` in ``mode`` for one stage; returns per-epoch history and final diagnostics.
 
-    ``final`` holds the last epoch's values, except ``ff_ratio``: the mean over the stage.
+    ``final`` holds the last epoch's values, except ``ff_ratio`` (the mean over the epochs that
+    trained) and the dead-weight measures (of the last epoch that trained): :func:`stage_final`.
 
     ``init_signs`` is the sign snapshot of the very first random initialisation (stage 1's
     ``result.init_signs``); without it the start of this stage is the reference.
@@ -204,8 +243,10 @@ def train_stage(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if dead is not None:
-                dead.step()
+                dead.before_step()
             optimizer.step()
+            if dead is not None:
+                dead.after_step()
             if tracker is not None:
                 tracker.step()
             loss_sum += value * len(y)
@@ -231,11 +272,8 @@ def train_stage(
         for observer in observers:
             observer(record)
 
-    final = {key: history[-1][key] for key in history[-1] if key not in ("epoch", "lr")}
-    if tracker is not None:
-        final["ff_ratio"] = sum(r["ff_ratio"] for r in history) / len(history)
     return StageResult(
         history=history,
-        final=final,
+        final=stage_final(history),
         init_signs=tracker.init if tracker is not None else [],
     )

@@ -8,6 +8,8 @@ figures, and logs them to the pipeline's MLflow parent run.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from bnn import PreparedData, evaluate, latent_histogram, load_checkpoint, set_mode
@@ -46,7 +48,8 @@ def main() -> None:
         "saturation": test["saturation"],
         "saturation_train": stage2["saturation_train"],
         "dead_beyond_clip": stage2["dead_beyond_clip"],
-        "dead_zero_grad": stage2["dead_zero_grad"],
+        "dead_small_grad": stage2["dead_small_grad"],
+        "dead_relative_update": stage2["dead_relative_update"],
         "stage1_val_acc": checkpoints["stage1"]["meta"]["final"]["val_acc"],
     }
     out = stage_dir("evaluate")
@@ -59,7 +62,8 @@ def main() -> None:
             out / "latent_weights.png",
         ),
     ]
-    write_json(out / "metrics.json", metrics)
+    # null, not NaN (not JSON): dead_relative_update is undefined when no weight had a small gradient
+    write_json(out / "metrics.json", {k: None if math.isnan(v) else v for k, v in metrics.items()})
 
     tracker = Tracker.from_params(params)
     parent = pipeline_parent(tracker, params, data)

@@ -1,12 +1,14 @@
 """DVC stage ``export``: the stage-2 network as a 1-bit file, verified against the trained network.
 
 Writes ``runs/export/model.bnn`` (sign bits, scales folded into the BatchNorms, real layers in float:
-:mod:`study.export.format`), ``runs/export/model.onnx`` (the same network for a standard runtime) and
-``runs/export/metrics.json``: on the test split, the accuracy of the trained, the exported and the ONNX
-network, how many predictions differ, the largest logit difference, and the size of the binary layers
-against float32. Fails, writing nothing, when a check of :mod:`study.export` fails or the export's test
-accuracy is not the one the ``evaluate`` stage measured. Logged to MLflow as the pipeline's ``export``
-run (metrics and the 1-bit file) and, as ``export_*`` metrics, to the pipeline's parent run.
+:mod:`study.export.format`), ``runs/export/model.onnx`` (the same network for a standard runtime, fed
+pixels / 255: :mod:`study.export.onnx`) and ``runs/export/metrics.json``: on the test split, the
+accuracy of the trained, the exported and the ONNX network, how many predictions differ, the largest
+logit difference, and two sizes against float32 (:func:`study.export.verify.size_report`):
+``binary_layers_size_ratio`` (the binary layers alone) and ``file_size_ratio`` (the whole file).
+Fails, writing nothing, when a check of :mod:`study.export` fails or the export's test accuracy is not
+the one the ``evaluate`` stage measured. Logged to MLflow as the pipeline's ``export`` run (metrics and
+the 1-bit file) and, as ``export_*`` metrics, to the pipeline's parent run.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ then depend on the machine).
 
 The libraries read their variables once, at their first computation, so the variables are set when
 ``study`` or ``pipelines`` is imported (every command's first import), from the ``cpu_isa`` of the
-project's params.yaml. :func:`check` confirms at training time that the running process took the code path its
-params ask for. Other architectures (ARM) and GPUs are not covered: their numbers stay their own.
+params file the command will read (its ``--params``, else the project's params.yaml).
+:func:`check` confirms at training time that the running process took the code path its params
+ask for. Other architectures (ARM) and GPUs are not covered: their numbers stay their own.
 """
 
 from __future__ import annotations
@@ -44,6 +45,31 @@ def is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
+def cpu_model() -> str:
+    """This machine's CPU model, as the OS names it (Linux: /proc/cpuinfo), for the reports' set-up."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def params_file(argv: list[str], default: Path) -> Path:
+    """The params file a command will read: its ``--params FILE`` (or ``--params=FILE``), else ``default``.
+
+    Read from the raw command line because the pin must be set before the command parses anything:
+    a ``--params`` file with another ``cpu_isa`` than the project's then trains on its own code path.
+    """
+    found = default
+    for i, arg in enumerate(argv):  # the last one wins, as in argparse (whose parsers take no abbreviation)
+        if arg == "--params" and i + 1 < len(argv):
+            found = Path(argv[i + 1])
+        elif arg.startswith("--params="):
+            found = Path(arg.split("=", 1)[1])
+    return found
+
+
 def configured(params_file: Path) -> str:
     """``cpu_isa`` of a params file, read without loading torch (validated later with the rest)."""
     from ruamel.yaml import YAML  # light: this runs before torch loads
@@ -64,7 +90,10 @@ def pin(isa: str) -> None:
 
 def check(isa: str) -> None:
     """Raise :class:`CpuIsaError` when torch or OpenBLAS in this process does not run ``isa``'s kernels."""
-    if isa not in PINS or not is_x86():
+    if not is_x86():
+        return
+    if isa not in PINS:
+        _check_unpinned(isa)
         return
     import torch
 
@@ -79,6 +108,18 @@ def check(isa: str) -> None:
             f"cpu_isa: {isa}, but this process runs {', '.join(wrong)}: import study (or pipelines) "
             "before torch or numpy run anything, or start it with those variables set; on a CPU "
             "without AVX2 set cpu_isa: native (its numbers are then its own)"
+        )
+
+
+def _check_unpinned(isa: str) -> None:
+    """A process whose params ask for another code path must not run under a pin it inherited (a
+    parent that pinned its own, say): its numbers would be the pin's, its keys this isa's."""
+    inherited = [f"{name}={value}" for pin in PINS.values() for name, value in pin.items()
+                 if os.environ.get(name) == value]  # fmt: skip
+    if inherited:
+        raise CpuIsaError(
+            f"cpu_isa: {isa}, but this process runs pinned ({', '.join(inherited)}): start it without "
+            "those variables"
         )
 
 

@@ -20,7 +20,11 @@ CURVE_PANELS = {
     "FF ratio (signs flipped per step, epoch mean)": ["ff_ratio"],
     "C2I ratio (signs equal to the start)": ["c2i_stage", "c2i_init"],
     "saturation (sign inputs outside [-1, 1])": ["saturation", "saturation_train"],
-    "dead weights (fraction)": ["dead_beyond_clip", "dead_zero_grad"],
+    "dead weights (fractions; relative update)": [
+        "dead_beyond_clip",
+        "dead_small_grad",
+        "dead_relative_update",
+    ],
 }
 
 

@@ -61,7 +61,7 @@ def tiny_params() -> dict:
     params["distill"]["enabled"] = False
     params["tracking"]["uri"] = None  # the default store: <project root>/mlflow.db
     params["device"] = "cpu"
-    params["ablation"].update(seeds=3, seeds_by_ablation={}, epochs=2, workers=1)  # the study, shrunk
+    params["ablation"].update(seeds=3, seeds_by_ablation={}, epochs=2, workers=1, lr_extensions=0)  # shrunk
     params["ablation"]["optimizers"] = {"adam": {"lr": [2.0e-3]}, "sgd": {"lr": [0.1], "momentum": 0.9}}
     params["ablation"]["weight_decay"].update(stage1=[0.0, 5.0e-6], stage2=[0.0])
     params["ablation"]["latent"].update(seeds=3, epochs=2, batch_size=64)
@@ -154,7 +154,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     assert shutil.which("dvc", path=env["PATH"]) == str(VENV_BIN / "dvc"), "run with the venv's python"
     for folder in ("bnn", "study", "pipelines"):
         shutil.copytree(PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", "reports/robustness.csv"):  # as a clone has them
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / name, root / name)
     proj = Project(root, env)
     proj.write_params(tiny_params())
@@ -235,8 +236,10 @@ def test_export_is_the_evaluated_network_at_one_bit(project: Project) -> None:
     assert export["match"] and export["prediction_mismatches"] == 0
     assert export["onnx_match"] and export["onnx_prediction_mismatches"] == 0
     assert export["export_acc"] == export["trained_acc"] == project.first_metrics["test_acc"]
-    assert export["size_ratio"] <= 1 / 25
-    network = load_exported(project.root / "runs" / "export" / "model.bnn")  # from the file alone
+    assert export["binary_layers_size_ratio"] <= 1 / 25
+    bnn_file = project.root / "runs" / "export" / "model.bnn"
+    assert export["file_size_ratio"] == bnn_file.stat().st_size / export["float32_inference_bytes"]
+    network = load_exported(bnn_file)  # from the file alone
     assert not any(name.endswith("weight") and p.requires_grad for name, p in network.named_parameters())
     assert (project.root / "runs" / "export" / "model.onnx").stat().st_size > 0
 
@@ -291,6 +294,7 @@ def test_mlflow_run_tree(project: Project) -> None:
     assert by_name["evaluate"].data.metrics["test_acc"] == pytest.approx(project.first_metrics["test_acc"])
     assert by_name["export"].data.metrics["export_acc"] == pytest.approx(project.first_metrics["test_acc"])
     assert parent.data.metrics["export_match"] == 1.0
+    assert {"export_binary_layers_size_ratio", "export_file_size_ratio"} <= set(parent.data.metrics)
     exported = client.list_artifacts(by_name["export"].info.run_id, "export")
     assert [artifact.path for artifact in exported] == ["export/model.bnn"]
 

@@ -31,14 +31,20 @@ DEFAULT_OUT = PROJECT_ROOT / "runs" / "export" / "model.bnn"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m study.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # the CPU pin reads --params before parsing (study.cpu_isa.params_file)
+        prog="python -m study.export",
+        description=__doc__.splitlines()[0],
+    )
     parser.add_argument(
         "source",
         help="a stage-2 checkpoint, a search trial checkpoint, or an MLflow run id; an export file (.bnn) "
         "to check it alone",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the 1-bit file (default: %(default)s)")
-    parser.add_argument("--onnx", type=Path, help="also write the inference network as ONNX and check it")
+    parser.add_argument(
+        "--onnx", type=Path, help="also write the inference network as ONNX (input pixels / 255) and check it"
+    )
     parser.add_argument("--params", type=Path, help="params file (default: the project's params.yaml)")
     parser.add_argument(
         "--data", type=Path, default=PREPARED_DATA, help="prepared data (default: %(default)s)"

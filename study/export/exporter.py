@@ -5,7 +5,8 @@ bits with its per-channel scale folded into the BatchNorm that follows it, and e
 (format: :mod:`study.export.format`); rebuilds the inference network from that file alone
 (:func:`study.export.inference.load_exported`) and runs it beside the trained network (mode
 ``"binary"``, eval). It fails, writing nothing, when a prediction differs or a logit differs by more
-than ``RTOL`` times the largest logit (at least 1), see :mod:`study.export.verify`.
+than ``RTOL`` times the largest logit (at least 1), see :mod:`study.export.verify`. The ONNX file
+(:mod:`study.export.onnx`), made from the rebuilt network, takes pixels / 255 and is checked on them.
 :func:`check_export` evaluates an export file alone.
 """
 
@@ -51,8 +52,8 @@ def trained_network(arch: dict[str, Any], state_dict: dict, source: str) -> nn.M
     return set_mode(model, "binary").eval()
 
 
-def export_checkpoint(source: str, params, data, out: Path) -> tuple[nn.Module, dict[str, Any], Any]:
-    """Export ``source`` to ``out``; returns the trained network, the payload and the resolved source."""
+def export_checkpoint(source: str, params, data, out: Path) -> tuple[nn.Module, Any]:
+    """Export ``source`` to ``out``; returns the trained network and the resolved source."""
     from study.export.format import save_export
     from study.export.payload import export_payload
     from study.export.source import resolve
@@ -67,7 +68,7 @@ def export_checkpoint(source: str, params, data, out: Path) -> tuple[nn.Module, 
     model = trained_network(arch, trained.state_dict, source)
     payload = export_payload(model, arch, data.mean, data.std, portable(source))
     save_export(payload, out)
-    return model, payload, trained
+    return model, trained
 
 
 def portable(source: str) -> str:
@@ -102,8 +103,9 @@ def report(result: dict[str, Any], split: str) -> None:
         )
     print(
         f"binary layers: {result['binary_bytes_export']:,} bytes in the export vs "
-        f"{result['binary_bytes_float32']:,} at float32 (1/{1 / result['size_ratio']:.1f}); "
-        f"file {result['export_file_bytes']:,} bytes"
+        f"{result['binary_bytes_float32']:,} at float32 (1/{1 / result['binary_layers_size_ratio']:.1f}); "
+        f"file: {result['export_file_bytes']:,} bytes vs {result['float32_inference_bytes']:,} for the "
+        f"float32 network (1/{1 / result['file_size_ratio']:.1f})"
     )
 
 
@@ -112,23 +114,20 @@ def export_verified(
 ) -> dict[str, Any]:
     """Export ``source`` to ``out`` (and ``onnx``), verify both on ``split``, print the figures and
     return them; raises :class:`VerificationFailed`, writing nothing, when a check fails."""
-    from study.export.inference import load_exported
+    from study.export.format import read_export
+    from study.export.inference import inference_model
 
     batch = params.evaluation.batch_size
     staged = {out: _unverified(out)} | ({onnx: _unverified(onnx)} if onnx else {})
     try:
-        model, payload, trained = export_checkpoint(source, params, data, staged[out])
+        model, trained = export_checkpoint(source, params, data, staged[out])
         print(f"exported {trained.source} (model: {trained.provenance})")
-        exported = load_exported(staged[out])
-        result = {**verify(model, exported, getattr(data, split), data, batch), **size_report(payload)}
-        result["export_file_bytes"] = staged[out].stat().st_size
+        payload = read_export(staged[out])  # from here on, only what the file holds
+        exported = inference_model(payload)
+        result = verify(model, exported, getattr(data, split), data, batch)
+        result.update(size_report(payload, staged[out].stat().st_size))
         if onnx:
-            from study.export.onnx import compare_onnx, export_onnx
-
-            export_onnx(exported, staged[onnx], (data.in_channels, data.image_size, data.image_size))
-            result.update(
-                compare_onnx(staged[onnx], exported, getattr(data, split), data, batch, params.threads)
-            )
+            result.update(_onnx_checked(staged[onnx], exported, payload, data, split, params.threads, batch))
             result["onnx_match"] = result["onnx_prediction_mismatches"] == 0 and (
                 result["onnx_max_abs_logit_diff"] <= result["logit_tolerance"]
             )
@@ -145,6 +144,14 @@ def export_verified(
             tmp.unlink(missing_ok=True)
 
 
+def _onnx_checked(path: Path, exported: nn.Module, payload, data, split: str, threads: int, batch: int):
+    """Write the ONNX file of the rebuilt network and compare it, fed pixels / 255, with that network."""
+    from study.export.onnx import compare_onnx, export_onnx
+
+    export_onnx(exported, path, payload, data.classes, data.name)
+    return compare_onnx(path, exported, getattr(data, split), data, batch, threads)
+
+
 def check_export(path: Path, data, split: str = "test", batch_size: int = 512) -> dict[str, Any]:
     """An export file alone on ``split`` of ``data``: its accuracy (it must fit the data's images)."""
     from study.export.format import read_export
@@ -159,11 +166,12 @@ def check_export(path: Path, data, split: str = "test", batch_size: int = 512) -
             f"{path} takes {stored[0]}x{stored[1]}x{stored[1]} images in {stored[2]} classes, the data "
             f"has {data.in_channels}x{data.image_size}x{data.image_size} in {data.num_classes}"
         )
-    result = {"samples": len(getattr(data, split)), **size_report(payload)}
+    result = {"samples": len(getattr(data, split)), **size_report(payload, path.stat().st_size)}
     result["export_acc"] = accuracy(inference_model(payload), getattr(data, split), data, batch_size)
     print(
         f"{path} ({arch['model']}, width {arch['width']}): {split} acc {result['export_acc']:.4f} on "
         f"{result['samples']} images; binary layers {result['binary_bytes_export']:,} bytes "
-        f"(1/{1 / result['size_ratio']:.1f} of float32)"
+        f"(1/{1 / result['binary_layers_size_ratio']:.1f} of float32), file {result['export_file_bytes']:,} "
+        f"bytes (1/{1 / result['file_size_ratio']:.1f} of the float32 network)"
     )
     return result

@@ -2,10 +2,12 @@
 
     python -m study.reproduce ablate {wd,optimizer,stages,latent,all} [--quick] [--workers K]
     python -m study.reproduce report
+    python -m study.reproduce robustness
 
 ``ablate`` trains an ablation's cells over seeds (or takes them from the cell store) and writes
 ``reports/ablations/NAME.json`` and ``.csv``; ``report`` tests the claims on them and writes
-``reports/reproduction.md``, ``reports/verdicts.csv`` and ``reports/figures/``.
+``reports/reproduction.md``, ``reports/verdicts.csv`` and ``reports/figures/``; ``robustness`` runs
+every ablation again on the CPU's native code path and writes ``reports/robustness.csv``.
 ``python -m study.reproduce COMMAND --help`` lists a command's options.
 """
 
@@ -19,6 +21,7 @@ from study.cli import run_main
 COMMANDS = {
     "ablate": ("study.reproduce.ablate", "train an ablation's cells over seeds"),
     "report": ("study.reproduce.report", "test the claims and write the report"),
+    "robustness": ("study.reproduce.robustness", "the ablations on the native code path, verdicts compared"),
 }
 
 

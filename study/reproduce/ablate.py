@@ -14,12 +14,14 @@ Ablations (grids in ``params.yaml`` → ``ablation``):
   epochs (stage 2's settings);
 - ``latent``: Adam against SGD in stage 2 from the same stage 1 (the pipeline's), with a stage-2
   budget of its own (``ablation.latent``: more epochs, a smaller batch), for the latent-weight
-  shape (AdamBNN's three peaks) and ReCU's dead weights.
+  shape (AdamBNN's three peaks) and the dead weights (which Adam moves and SGD hardly).
 
 Every cell records its test and validation accuracy, the final FF and C2I ratios, saturation (test
-split in eval mode, and ``saturation_train`` on training batches), the dead-weight fractions
-(``dead_beyond_clip``, ``dead_zero_grad``), the latent-weight measures of :mod:`bnn.latent`
-(absolute and scale-free), ``median_abs_start`` (median ``|w|`` when its last stage starts: stage
+split in eval mode, and ``saturation_train`` on training batches), the dead weights of
+:mod:`bnn.diagnostics` (``dead_beyond_clip``: no gradient through the weight binarizer;
+``dead_small_grad``: a tiny but nonzero gradient; ``dead_relative_update``: how far the optimizer
+still moves those, relative to all), the latent-weight measures of :mod:`bnn.latent` (absolute,
+scale-free and mixtures), ``median_abs_start`` (median ``|w|`` when its last stage starts: stage
 1's result for two-stage cells), ``lr_budget`` (the learning rate summed over the last stage's
 optimizer steps: about the farthest Adam can move a weight), its per-epoch history, and the
 histograms of ``w`` and of ``w / q99``.
@@ -38,7 +40,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -49,13 +51,23 @@ from study.artifacts import write_csv, write_json
 from study.config import PROJECT_ROOT, Params, load_params
 from study.paths import PREPARED_DATA, STORE_ROOT
 from study.reproduce.cell_store import CellStore
-from study.reproduce.cells import ABLATIONS, Cell, ablation_base, ablation_settings, expand, seeds
+from study.reproduce.cells import (
+    ABLATIONS,
+    Cell,
+    ablation_base,
+    ablation_settings,
+    expand,
+    extension_cells,
+    seeds,
+)
+from study.reproduce.lr_bracket import extensions, lr_sweep
 from study.reproduce.training import run_cell
 from study.stage1_store import Stage1Cache
 from study.tracking import Tracker
 from study.workers import run_workers
 
 RESULTS = PROJECT_ROOT / "reports" / "ablations"
+SERIES = ("history", "histogram", "rel_histogram", "test_predictions")  # per cell, in the JSON only
 STORE = STORE_ROOT / ".cache"
 
 
@@ -146,7 +158,8 @@ def _epoch_logger(mlrun):
         "c2i_stage",
         "c2i_init",
         "dead_beyond_clip",
-        "dead_zero_grad",
+        "dead_small_grad",
+        "dead_relative_update",
     )
     return lambda epoch: mlrun.log_metrics(
         {k: epoch[k] for k in keys if k in epoch}, step=epoch["step"], prefix=f"stage{epoch['stage']}."
@@ -164,7 +177,9 @@ def watch(store: CellStore, keys: list[str], label: str, stop) -> None:
 def parent_run_key(name: str, base: Params, data: PreparedData) -> str:
     """The tag value that finds the ablation's MLflow parent run (``bnn.run_key``): made of settings
     and data only, so it is the same in every clone (the run id is not)."""
-    content = f"{name}|{base.training_key('model', 'stage1', 'stage2', 'distill')}|{data.fingerprint()}"
+    content = (
+        f"{name}|{base.training_key('cpu_isa', 'model', 'stage1', 'stage2', 'distill')}|{data.fingerprint()}"
+    )
     return f"ablation-{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
 
@@ -187,12 +202,11 @@ def run_ablation(
     data_path: Path = PREPARED_DATA,
 ) -> pd.DataFrame:
     """Run (or reuse) every cell of ``name`` on the prepared data set (the ``prepare`` stage's output);
-    write ``<out_dir>/<name>.csv`` and ``.json``."""
+    write ``<out_dir>/<name>.csv`` and ``.json``. The optimizer ablation extends its learning-rate
+    sweeps until each optimum is bracketed (:mod:`study.reproduce.lr_bracket`)."""
     settings = ablation_settings(params, quick)
     base = ablation_base(params, quick)
-    cells = expand(name, params, quick)
     data = PreparedData.load(data_path)
-    keys = [cell.key(base, data) for cell in cells]
     tracker = Tracker.for_ablations(params)
     run_key = parent_run_key(name, base, data)
     parent = tracker.find_or_create_parent(
@@ -201,18 +215,17 @@ def run_ablation(
         {"bnn.kind": "ablation", "ablation": name, "data_hash": data.fingerprint(), "quick": str(quick)},
     )
     run = AblationRun(
-        name, params, base, cells, keys, parent, store_dir / "cells", store_dir / "stage1", workers, data_path
+        name, params, base, [], [], parent, store_dir / "cells", store_dir / "stage1", workers, data_path
     )
-    store = CellStore(run.store_dir)
-    run_workers(work, run, workers, lambda stop: watch(store, keys, f"ablation {name}", stop))
-    _log_reused_children(tracker, run, store)
-
-    results = [
-        {"ablation": name, "kind": cell.kind, "key": key, **dict(cell.labels), **store.get(key)}
-        for cell, key in zip(cells, keys, strict=True)
-    ]
-    series = ("history", "histogram", "rel_histogram")
-    table = pd.DataFrame([{k: v for k, v in r.items() if k not in series} for r in results])
+    cells = expand(name, params, quick)
+    results = train_cells(run, cells, data, tracker)
+    configured = {optimizer: cfg["lr"] for optimizer, cfg in settings.optimizers.items()}
+    while name == "optimizer" and (
+        todo := extensions(lr_sweep(runs_frame(results)), configured, settings.lr_extensions)
+    ):
+        cells = [*cells, *extension_cells(settings, todo)]
+        results = train_cells(run, cells, data, tracker)
+    table = runs_frame(results)
     write_csv(out_dir / f"{name}.csv", table)
     summary = {
         "ablation": name,
@@ -222,8 +235,11 @@ def run_ablation(
         "seeds": seeds(name, settings),
         "data": params.data.name,
         "test_size": len(data.test),
+        "test_labels": data.test.labels.tolist(),
+        "cpu_isa": params.cpu_isa,
         "model": f"{params.model.name} width {params.model.width}",
         "optimizers": settings.latent.optimizers if name == "latent" else settings.optimizers,
+        "lr_extensions": settings.lr_extensions,
         "mlflow_run_key": run_key,
         "cells": results,
     }
@@ -231,6 +247,27 @@ def run_ablation(
     failed = table["failure"].notna().sum() if "failure" in table else 0
     print(f"ablation {name}: {len(cells)} cells ({failed} failed) -> {out_dir / f'{name}.csv'}")
     return table
+
+
+def train_cells(run: AblationRun, cells: list[Cell], data: PreparedData, tracker: Tracker) -> list[dict]:
+    """Train every cell the store does not hold (``run.workers`` processes); every cell's result."""
+    keys = [cell.key(run.base, data) for cell in cells]
+    run = replace(run, cells=cells, keys=keys)
+    store = CellStore(run.store_dir)
+    run_workers(work, run, run.workers, lambda stop: watch(store, keys, f"ablation {run.name}", stop))
+    _log_reused_children(tracker, run, store)
+    return [
+        {"ablation": run.name, "kind": cell.kind, "key": key, **dict(cell.labels), **store.get(key)}
+        for cell, key in zip(cells, keys, strict=True)
+    ]
+
+
+def runs_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per cell, without its series (history, histograms, test predictions); accuracies are
+    nan where a cell failed (a column even when every cell failed)."""
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k not in SERIES} for r in results])
+    missing = {column: float("nan") for column in ("val_acc", "test_acc") if column not in frame}
+    return frame.assign(**missing)
 
 
 def _log_reused_children(tracker: Tracker, run: AblationRun, store: CellStore) -> None:
@@ -260,7 +297,9 @@ def _log_reused_children(tracker: Tracker, run: AblationRun, store: CellStore) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m study.reproduce ablate", description=__doc__.splitlines()[0]
+        allow_abbrev=False,  # the CPU pin reads --params before parsing (study.cpu_isa.params_file)
+        prog="python -m study.reproduce ablate",
+        description=__doc__.splitlines()[0],
     )
     parser.add_argument("ablation", choices=(*ABLATIONS, "all"), help="which ablation to run")
     parser.add_argument(

@@ -3,18 +3,22 @@
 The grids come from ``params.yaml``'s ``ablation`` section; every cell takes the rest of its settings
 from the pipeline's ``stage1``/``stage2`` sections, except the weight decays of the cells that do not
 sweep them (``ablation.recipe_weight_decay``). A cell's key hashes everything that determines its
-result, the training code's source included, so a stored result is reused only by what made it.
+result, the training code's source and what a cell records (``training.py``) included, so a stored
+result is reused only by what made it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bnn import PreparedData
 from study.config import AblationConfig, Params
 from study.stage1_store import code_fingerprint
+
+CELL_CODE_HASH = hashlib.sha256(Path(__file__).with_name("training.py").read_bytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Cell:
             params.data.augment.model_dump_json(),
             data.fingerprint(),
             code_fingerprint(),
+            CELL_CODE_HASH,  # what a cell records (study/reproduce/training.py) is part of its result
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
@@ -86,16 +91,36 @@ def wd_cells(settings: AblationConfig, seed: int) -> list[Cell]:
     return cells
 
 
+NETWORKS = {"binary": "two_stage", "real": "real"}  # the optimizer ablation's networks, by how they train
+
+
+def optimizer_cell(settings: AblationConfig, optimizer: str, lr: float, network: str, seed: int) -> Cell:
+    """One optimizer at one learning rate, in both stages, for the binary or the real-valued network."""
+    overrides = optimizer_overrides(
+        ("stage1", "stage2"), optimizer, {**settings.optimizers[optimizer], "lr": lr}
+    )
+    labels = (("optimizer", optimizer), ("lr", lr), ("network", network), ("seed", seed))
+    return Cell("optimizer", NETWORKS[network], (*overrides, ("seed", seed)), labels)
+
+
 def optimizer_cells(settings: AblationConfig, seed: int) -> list[Cell]:
-    """Each optimizer at each learning rate of its sweep, in both stages; binary and real-valued."""
-    cells = []
-    for optimizer, cfg in settings.optimizers.items():
-        for lr in cfg["lr"]:
-            overrides = optimizer_overrides(("stage1", "stage2"), optimizer, {**cfg, "lr": lr})
-            for network, kind in (("binary", "two_stage"), ("real", "real")):
-                labels = (("optimizer", optimizer), ("lr", lr), ("network", network), ("seed", seed))
-                cells.append(Cell("optimizer", kind, (*overrides, ("seed", seed)), labels))
-    return cells
+    """Each optimizer at each learning rate of its configured sweep; binary and real-valued."""
+    return [
+        optimizer_cell(settings, optimizer, lr, network, seed)
+        for optimizer, cfg in settings.optimizers.items()
+        for lr in cfg["lr"]
+        for network in NETWORKS
+    ]
+
+
+def extension_cells(settings: AblationConfig, todo: list[tuple[str, str, float]]) -> list[Cell]:
+    """The optimizer ablation's cells at learning rates beyond its configured sweeps: one per
+    (network, optimizer, lr) of ``todo`` and seed (see :mod:`study.reproduce.lr_bracket`)."""
+    return [
+        optimizer_cell(settings, optimizer, lr, network, seed)
+        for seed in seeds("optimizer", settings)
+        for network, optimizer, lr in todo
+    ]
 
 
 def stages_cells(settings: AblationConfig, seed: int) -> list[Cell]:

@@ -17,10 +17,14 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from bnn.diagnostics import SMALL_GRADIENT  # noqa: E402
 from study.artifacts import atomic_write  # noqa: E402
-from study.reproduce.claims import LR, PAPER_CELL, WD1, WD2, Claim  # noqa: E402
+from study.reproduce.accuracy_claims import PAPER_CELL  # noqa: E402
+from study.reproduce.claim import Claim  # noqa: E402
+from study.reproduce.lr_bracket import LR  # noqa: E402
 from study.reproduce.stats import shape_verdict  # noqa: E402
 from study.reproduce.tables import label  # noqa: E402
+from study.reproduce.trend_claims import WD1, WD2  # noqa: E402
 
 
 def set_theme() -> None:
@@ -156,14 +160,20 @@ def optimizer_curves_figure(history: pd.DataFrame, path: Path) -> Path:
 
 
 def dead_weights_figure(history: pd.DataFrame, path: Path) -> Path:
-    """Fraction of latent weights beyond the clip and with zero gradient, per epoch, Adam vs SGD."""
-    panels = (("dead_beyond_clip", "|w| > 1 (no gradient through the clip)"),
-              ("dead_zero_grad", "zero gradient at every step of the epoch"))  # fmt: skip
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (metric, title) in zip(axes, panels, strict=True):
+    """Dead weights per epoch, Adam vs SGD: blocked by the binarizer, with a tiny gradient, and how far
+    the optimizer moves the latter (AdamBNN: Adam's normalised step revives them, SGD's does not)."""
+    fraction = "fraction of latent weights"
+    panels = (("dead_beyond_clip", "no gradient through the weight binarizer", fraction),
+              ("dead_small_grad", f"mean |gradient| < {SMALL_GRADIENT} x layer median", fraction),
+              ("dead_relative_update", "their mean |update| / all weights'", "update ratio"))  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (metric, title, ylabel) in zip(axes, panels, strict=True):
+        if metric not in history:  # results stored before the measure existed
+            ax.set_visible(False)
+            continue
         sns.lineplot(data=history.dropna(subset=[metric]), x="step", y=metric, hue="optimizer",
                      errorbar=("ci", 95), seed=0, marker="o", ax=ax)  # fmt: skip
-        ax.set(title=title, xlabel="epoch", ylabel="fraction of latent weights")
+        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
     fig.tight_layout()
     return _save(fig, path)
 

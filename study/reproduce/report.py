@@ -22,38 +22,35 @@ import pandas as pd
 
 from study.artifacts import atomic_write, write_csv
 from study.config import PROJECT_ROOT, load_params
+from study.cpu_isa import PINS, cpu_model
+from study.errors import InputError
 from study.render import render, table
 from study.reproduce import figures as draw
 from study.reproduce import tables
 from study.reproduce.ablate import RESULTS
-from study.reproduce.claims import (
-    LR,
-    REACH,
-    TARGET_EFFECT,
-    WD1,
-    WD2,
-    Claim,
-    all_claims,
-    lr_sweep,
-    select_lr,
-    verdict_table,
-)
+from study.reproduce.claim import ALPHA, TARGET_EFFECT, Claim
+from study.reproduce.claims import all_claims, select_lr, verdict_table
+from study.reproduce.latent_claims import REACHED
+from study.reproduce.lr_bracket import LR, bracket_status, lr_sweep
+from study.reproduce.trend_claims import WD1, WD2
 from study.tracking import RUN_KEY_TAG, Tracker
 
 REPORT = PROJECT_ROOT / "reports" / "reproduction.md"
 REPORTED = ("wd", "optimizer", "stages", "latent")  # the ablations the report reads
 METRICS = ["test_acc", "ff_ratio", "c2i_ratio", "c2i_init", "saturation", "saturation_train"]
 LATENT_METRICS = [
-    "rel_mass_near_extreme",
-    "rel_mass_near_zero",
-    "bimodality",
-    "mass_near_one",
     "mass_near_zero",
+    "mass_near_one",
+    "beyond_clip",
+    "mixture_components",
+    "bic_gain_3v1",
     "max_abs_weight",
-    "median_abs_start",
     "lr_budget",
+    "rel_mass_near_zero",
+    "rel_mass_near_extreme",
+    "bimodality",
 ]
-DEAD_METRICS = ["beyond_clip", "dead_zero_grad"]
+DEAD_METRICS = ["dead_beyond_clip", "dead_small_grad", "dead_relative_update"]
 VERDICT_CODES = {"supported": 1, "inconclusive": 0, "contradicted": -1}  # MLflow metrics; all are tags
 
 
@@ -69,11 +66,34 @@ def load_ablation(folder: Path, name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def cell_frame(ablation: dict) -> pd.DataFrame:
-    """One row per cell and seed, without the per-epoch history and histograms; failed cells are dropped."""
-    rows = [{k: v for k, v in cell.items() if not isinstance(v, list | dict)} for cell in ablation["cells"]]
+class ResultsError(InputError):
+    """An ablation's results lack what the report needs."""
+
+
+def correctness(ablation: dict, cell: dict) -> np.ndarray:
+    """A run's per-example test correctness (0/1), from its predictions and the test labels."""
+    if "test_predictions" not in cell or "test_labels" not in ablation:
+        raise ResultsError(
+            f"the {ablation['ablation']} ablation's results hold no per-example test predictions (an older "
+            f"version made them): re-run `python -m study.reproduce ablate {ablation['ablation']}`"
+        )
+    return (np.asarray(cell["test_predictions"]) == np.asarray(ablation["test_labels"])).astype(np.int8)
+
+
+def cell_frame(ablation: dict, failed: bool = False) -> pd.DataFrame:
+    """One row per cell and seed, without the per-epoch history and histograms, with its test
+    correctness (``correct``); failed cells are dropped unless ``failed``."""
+    rows = [
+        {
+            **{k: v for k, v in cell.items() if not isinstance(v, list | dict)},
+            "correct": None if "failure" in cell else correctness(ablation, cell),
+        }
+        for cell in ablation["cells"]
+    ]
     frame = pd.DataFrame(rows)
-    return frame[frame["failure"].isna()] if "failure" in frame else frame
+    if "failure" not in frame:
+        return frame.assign(failure=np.nan)
+    return frame if failed else frame[frame["failure"].isna()]
 
 
 def history_frame(ablation: dict, labels: list[str]) -> pd.DataFrame:
@@ -85,14 +105,6 @@ def history_frame(ablation: dict, labels: list[str]) -> pd.DataFrame:
             for epoch in cell.get("history", [])
         ]
     )
-
-
-def with_lr(frame: pd.DataFrame, optimizers: dict) -> pd.DataFrame:
-    """The optimizer ablation's rows with their learning rate: results from before the lr sweep
-    have no ``lr`` column and get each optimizer's single lr from the ablation's settings."""
-    if LR in frame:
-        return frame
-    return frame.assign(**{LR: frame["optimizer"].map(lambda name: optimizers[name].get("lr", np.nan))})
 
 
 def residual_frame(claims: list[Claim]) -> pd.DataFrame:
@@ -118,23 +130,29 @@ class Results:
     chosen: pd.DataFrame  # the optimizer ablation's runs at the chosen lrs
     curves: pd.DataFrame  # their per-epoch records
     residuals: pd.DataFrame  # the residuals of the weight-decay trends' straight lines
+    robust: dict[str, str]  # per claim, its robustness to the CPU code path ("" without a comparison)
 
 
-def load_results(folder: Path, margin: float) -> Results:
-    """Every reported ablation read from ``folder`` and its claims tested (``margin``: claim 4b's)."""
+def load_robustness(path: Path | None) -> pd.DataFrame | None:
+    """``reports/robustness.csv`` (``python -m study.reproduce robustness``), if it was made."""
+    return pd.read_csv(path) if path is not None and path.exists() else None
+
+
+def load_results(folder: Path, margin: float, robustness: Path | None = None) -> Results:
+    """Every reported ablation read from ``folder`` and its claims tested (``margin``: claim 4b's),
+    with their robustness to the code path when ``robustness`` (a comparison file) exists."""
     ablations = {name: load_ablation(folder, name) for name in REPORTED}
     frames = {name: cell_frame(ablation) for name, ablation in ablations.items()}
-    settings = ablations["optimizer"].get("optimizers", {})
-    frames["optimizer"] = with_lr(frames["optimizer"], settings)
+    frames["optimizer"] = cell_frame(ablations["optimizer"], failed=True)  # failures bound the lr sweeps
     claims = all_claims(frames["wd"], frames["optimizer"], frames["stages"], frames["latent"], margin)
     chosen = select_lr(frames["optimizer"])
-    curves = with_lr(history_frame(ablations["optimizer"], ["optimizer", "network", LR, "seed"]), settings)
+    curves = history_frame(ablations["optimizer"], ["optimizer", "network", LR, "seed"])
     curves = curves.merge(
         chosen[["optimizer", "network", LR]].drop_duplicates(), on=["optimizer", "network", LR]
     )
-    return Results(
-        ablations, frames, claims, lr_sweep(frames["optimizer"]), chosen, curves, residual_frame(claims)
-    )
+    robust = tables.robust_text(claims, load_robustness(robustness))
+    sweep = lr_sweep(frames["optimizer"])
+    return Results(ablations, frames, claims, sweep, chosen, curves, residual_frame(claims), robust)
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -158,17 +176,25 @@ def draw_figures(results: Results, folder: Path) -> dict[str, Path]:
     }
 
 
+def bracket(results: Results) -> pd.DataFrame:
+    """Each (network, optimizer)'s chosen lr and whether its sweep brackets it on each side."""
+    ablation = results.ablations["optimizer"]
+    configured = {name: cfg["lr"] for name, cfg in ablation["optimizers"].items()}
+    return bracket_status(results.sweep, configured, ablation["lr_extensions"])
+
+
 def markdown_tables(results: Results) -> dict[str, str]:
     """The report's tables as Markdown, by the name the template gives them; every cell is already
     text, so none is parsed as a number and reformatted."""
     frames = results.frames
     cells = {
-        "verdicts": tables.claims_table(results.claims),
+        "verdicts": tables.claims_table(results.claims, results.robust),
         "power": tables.power_table(results.claims),
         "wd": tables.summary_table(frames["wd"], [WD1, WD2], METRICS),
         "fits": tables.fits_table(results.claims),
         "residuals": tables.residual_table(results.residuals),
         "lr_sweep": tables.lr_sweep_table(results.sweep),
+        "bracket": tables.bracket_table(bracket(results)),
         "chosen": tables.summary_table(results.chosen, ["network", "optimizer", LR], METRICS),
         "latent": tables.summary_table(frames["latent"], ["optimizer"], ["test_acc", *LATENT_METRICS]),
         "dead": tables.summary_table(frames["latent"], ["optimizer"], DEAD_METRICS),
@@ -188,9 +214,13 @@ def setup_context(results: Results) -> dict:
         "one_stage_epochs": 2 * first["epochs"],
         "seeds": tables.seeds_text(ablations),
         "quick": first["quick"],
-        "runs": sum(len(frame) for frame in frames.values()),
-        "failures": sum(len(a["cells"]) - len(frames[name]) for name, a in ablations.items()),
+        "runs": sum(len(a["cells"]) for a in ablations.values()),
+        "failures": sum("failure" in cell for a in ablations.values() for cell in a["cells"]),
+        "cpu": cpu_model(),
+        "cpu_isa": first.get("cpu_isa", "native"),
+        "pins": ", ".join(f"{k}={v}" for k, v in PINS.get(first.get("cpu_isa", "native"), {}).items()),
         "optimizers": tables.optimizer_text(ablations["optimizer"]),
+        "lr_extensions": ablations["optimizer"]["lr_extensions"],
         "chosen": tables.chosen_text(results.sweep),
         "latent_optimizers": tables.optimizer_text(latent),
         "latent_seeds": len(latent["seeds"]),
@@ -204,19 +234,21 @@ def report_context(results: Results, figures: dict[str, Path], folder: Path, mar
     return {
         **setup_context(results),
         "claims": results.claims,
-        "counts": tables.counts_text(results.claims),
+        "counts": tables.counts_text(results.claims, results.robust),
+        "robustness": tables.robustness_text(results.robust),
         "floor": tables.accuracy_floor(results.ablations["wd"], results.frames["wd"]),
         "tables": markdown_tables(results),
         "figures": {name: path.relative_to(folder).as_posix() for name, path in figures.items()},
         "margin": f"{margin:g}",
         "target_effect": f"{TARGET_EFFECT:g}",
-        "reach": f"{REACH:g}",
+        "alpha": f"{ALPHA:g}",
+        "reached": f"{100 * REACHED:g}",
     }
 
 
 def write_report(folder: Path, report: Path, margin: float) -> tuple[Path, list[Path], list[Claim]]:
     """The report, its figures and ``verdicts.csv`` beside it, from the ablation results in ``folder``."""
-    results = load_results(folder, margin)
+    results = load_results(folder, margin, report.parent / "robustness.csv")
     figures = draw_figures(results, report.parent / "figures")
     write_csv(report.parent / "verdicts.csv", verdict_table(results.claims))
     context = report_context(results, figures, report.parent, margin)

@@ -1,11 +1,7 @@
-"""Statistics for a multi-seed ablation study, and claim verdicts computed from them.
-
-Every estimate carries a confidence interval, and every verdict is derived from intervals or
-(Holm-adjusted) p-values, never written by hand. A verdict is one of "supported", "contradicted",
-"inconclusive" or "untestable at this budget" (the runs' training budget cannot reach the state the
-claim is about; decided by the claim, not by an interval); too few seeds give nan intervals, which
-are always "inconclusive". Power (the smallest difference the seeds can detect) and the shape of a
-trend (a straight line against any shape, by a lack-of-fit F-test) are measured too.
+"""Statistics for a multi-seed ablation study: estimates with intervals and p-values over seeds,
+Holm's correction, power, and the shape of a trend (a straight line against any shape, by a
+lack-of-fit F-test). The verdicts built on them are :mod:`study.reproduce.claim`'s; too few seeds
+give nan intervals and p-values.
 
 >>> a = [71.2, 70.8, 71.9, 71.4, 70.9]  # accuracy of cell A over five seeds
 >>> b = [70.1, 69.9, 70.6, 70.5, 69.8]  # accuracy of cell B over the same seeds
@@ -14,13 +10,10 @@ trend (a straight line against any shape, by a lack-of-fit F-test) are measured 
 (1.06, 0.85, 1.27, 5)
 >>> p < 0.001
 True
->>> direction_verdict(diff, expected=+1)
-'supported'
->>> non_inferiority_verdict(diff, margin=0.5)
-'supported'
 >>> holm([0.01, 0.04, 0.03])
 [0.03, 0.06, 0.06]
->>> round(minimum_detectable_effect(np.subtract(a, b)), 2)  # at 5 seeds, power 0.8
+>>> d = np.subtract(a, b)  # the paired t-test's standard error: sd / sqrt(n), n - 1 dof
+>>> round(detectable_effect(d.std(ddof=1) / np.sqrt(5), dof=4), 2)  # alpha 0.05, power 0.8
 0.28
 >>> seed = [0, 0, 0, 1, 1, 1]  # y at x = 0, 1, 2 for two seeds; each seed its own intercept
 >>> fit = fit_linear([0, 1, 2, 0, 1, 2], [0.1, 1.0, 2.1, 0.0, 1.1, 1.9], blocks=seed)
@@ -42,14 +35,8 @@ Values = Sequence[float] | np.ndarray
 Verdict = Literal["supported", "contradicted", "inconclusive", "untestable at this budget"]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 UNTESTABLE: Verdict = "untestable at this budget"
-BestCell = Literal["best", "tied within noise", "beaten"]
 ShapeVerdict = Literal["shape consistent", "shape rejected", "shape untested"]
 
-BEST_CELL_CLAIM: dict[str, Verdict] = {
-    "best": "supported",
-    "tied within noise": "inconclusive",
-    "beaten": "contradicted",
-}
 
 NAN = float("nan")
 
@@ -97,20 +84,26 @@ def mean_ci(values: Values, confidence: float = 0.95) -> Estimate:
     return _t_estimate(x.mean(), stats.sem(x), n - 1, n, confidence)
 
 
-def paired_difference(a: Values, b: Values, confidence: float = 0.95) -> tuple[Estimate, float]:
-    """Mean of a - b paired by position (seed), its t-interval, and the two-sided paired t-test p-value.
+def mean_test(values: Values, confidence: float = 0.95) -> tuple[Estimate, float]:
+    """Mean with its t-interval, and the two-sided one-sample t-test p-value of "the mean is 0".
 
-    Identical differences have zero variance, where the t-test is undefined: the interval is then
-    [d, d] and p is 0.0 if d != 0, else 1.0.
+    Identical values have zero variance, where the t-test is undefined: the interval is then
+    [v, v] and p is 0.0 if v != 0, else 1.0; n < 2 gives a nan p.
     """
-    a, b = _paired(a, b)
-    d = a - b
-    estimate = mean_ci(d, confidence)
-    if len(d) < 2:
+    x = _vector(values)
+    estimate = mean_ci(x, confidence)
+    if len(x) < 2:
         return estimate, NAN
-    if np.ptp(d) == 0:
-        return estimate, 0.0 if d[0] != 0 else 1.0
-    return estimate, float(stats.ttest_rel(a, b).pvalue)
+    if np.ptp(x) == 0:
+        return estimate, 0.0 if x[0] != 0 else 1.0
+    return estimate, float(stats.ttest_1samp(x, 0.0).pvalue)
+
+
+def paired_difference(a: Values, b: Values, confidence: float = 0.95) -> tuple[Estimate, float]:
+    """Mean of a - b paired by position (seed), its t-interval, and the two-sided paired t-test p-value
+    (:func:`mean_test` of the differences)."""
+    a, b = _paired(a, b)
+    return mean_test(a - b, confidence)
 
 
 def spearman(x: Values, y: Values, confidence: float = 0.95) -> Estimate:
@@ -150,40 +143,40 @@ def slope(x: Values, y: Values, confidence: float = 0.95) -> Estimate:
     return _t_estimate(fit.slope, fit.stderr, n - 2, n, confidence)
 
 
-def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
-    """Power of the two-sided paired t-test at level ``alpha`` against a true mean difference
-    ``effect``, for n pairs whose differences have standard deviation ``sd``:
+def t_power(effect: float, se: float, dof: int, alpha: float = 0.05) -> float:
+    """Power of a two-sided t-test at level ``alpha`` against a true mean ``effect``, for an estimate
+    with standard error ``se`` on ``dof`` degrees of freedom:
 
-        P(|T| > t_{1-alpha/2, n-1}),  T ~ noncentral t(n - 1, effect * sqrt(n) / sd).
+        P(|T| > t_{1-alpha/2, dof}),  T ~ noncentral t(dof, effect / se).
+
+    A paired t-test on n pairs with differences of standard deviation sd has se = sd / sqrt(n),
+    dof = n - 1.
     """
-    dof = n - 1
     critical = stats.t.ppf(1 - alpha / 2, dof)
-    noncentrality = effect * math.sqrt(n) / sd
+    noncentrality = effect / se
     # The lower tail P(T < -c | nc) is taken as P(T > c | -nc): scipy's nct.cdf can return nan there.
     return float(stats.nct.sf(critical, dof, noncentrality) + stats.nct.sf(critical, dof, -noncentrality))
 
 
-def minimum_detectable_effect(differences: Values, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The smallest true mean difference a two-sided paired t-test on these pairs detects with
-    probability ``power``, given the sample standard deviation sd of the n paired differences.
+def detectable_effect(se: float, dof: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean that a two-sided t-test at ``alpha`` detects with probability ``power``,
+    for an estimate with standard error ``se`` on ``dof`` degrees of freedom (the minimum detectable
+    effect).
 
-    The textbook approximation is MDE = (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n); this
-    solves the exact equation ``paired_t_power(MDE, sd, n, alpha) == power`` (noncentral t), which
-    is about 1 % larger at 5 pairs and the same for many. n < 2 gives nan; sd = 0 gives 0.
+    The textbook approximation is (t_{1-alpha/2, dof} + t_{power, dof}) * se; this solves the exact
+    equation ``t_power(effect, se, dof, alpha) == power`` (noncentral t), about 1 % larger at 4
+    degrees of freedom and the same for many. A nan se or dof < 1 gives nan; se = 0 gives 0.
     """
     if not 0 < alpha < power < 1:
         raise ValueError(f"need 0 < alpha < power < 1, got alpha {alpha}, power {power}")
-    d = _vector(differences)
-    n = len(d)
-    if n < 2:
+    if dof < 1 or math.isnan(se):
         return NAN
-    sd = float(d.std(ddof=1))
-    if sd == 0:
+    if se == 0:
         return 0.0
-    upper = (stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n)
-    while paired_t_power(upper, sd, n, alpha) < power:
+    upper = (stats.t.ppf(1 - alpha / 2, dof) + stats.t.ppf(power, dof)) * se
+    while t_power(upper, se, dof, alpha) < power:
         upper *= 2
-    return float(optimize.brentq(lambda effect: paired_t_power(effect, sd, n, alpha) - power, 0.0, upper))
+    return float(optimize.brentq(lambda effect: t_power(effect, se, dof, alpha) - power, 0.0, upper))
 
 
 def binomial_se(accuracy: float, n: int) -> float:
@@ -280,53 +273,3 @@ def holm(pvalues: Values) -> list[float]:
     scaled = p[order] * (m - np.arange(m))
     adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     return [float(v) for v in adjusted]
-
-
-def direction_verdict(estimate: Estimate, expected: int) -> Verdict:
-    """Supported if the interval lies strictly on the expected side of 0 (+1 or -1), contradicted if
-    strictly on the other side, else (also for a nan interval) inconclusive."""
-    if expected not in (1, -1):
-        raise ValueError(f"expected must be +1 or -1, got {expected}")
-    side = 1 if estimate.low > 0 else -1 if estimate.high < 0 else 0  # 0 also when nan
-    if side == 0:
-        return "inconclusive"
-    return "supported" if side == expected else "contradicted"
-
-
-def non_inferiority_verdict(difference: Estimate, margin: float) -> Verdict:
-    """Verdict on "A is at least as good as B", given difference = A - B and a margin >= 0.
-
-    Supported if the interval's low end is above -margin; contradicted if its high end is below 0
-    (B is significantly better). When both hold (A is worse by less than the margin, but surely
-    worse), contradicted wins: the claim says "at least as good", not "almost as good".
-    """
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    if difference.high < 0:
-        return "contradicted"
-    if difference.low > -margin:
-        return "supported"
-    return "inconclusive"
-
-
-def best_cell_verdict(
-    candidate: str, comparisons: dict[str, tuple[Estimate, float]], alpha: float = 0.05
-) -> tuple[BestCell, list[str]]:
-    """Is ``candidate`` the best cell? Tests it against every other cell, with Holm across the tests.
-
-    ``comparisons`` maps each other cell to (paired difference candidate - other, raw p-value).
-    Returns ("beaten", cells significantly better) if any; else ("best", []) if every other cell is
-    significantly worse; else ("tied within noise", cells not significantly different).
-    Map the outcome to a claim verdict with BEST_CELL_CLAIM.
-    """
-    if not comparisons:
-        raise ValueError(f"no cells to compare {candidate!r} with")
-    names = list(comparisons)
-    adjusted = holm([comparisons[name][1] for name in names])
-    significant = {name: p < alpha for name, p in zip(names, adjusted, strict=True)}
-    better = [name for name in names if significant[name] and comparisons[name][0].value < 0]
-    if better:
-        return "beaten", better
-    if all(significant[name] and comparisons[name][0].value > 0 for name in names):
-        return "best", []
-    return "tied within noise", [name for name in names if not significant[name]]

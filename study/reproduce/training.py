@@ -34,7 +34,8 @@ FINAL_COLUMNS = {
     "changed_from_init": "changed_from_init",
     "saturation_train": "saturation_train",
     "dead_beyond_clip": "dead_beyond_clip",
-    "dead_zero_grad": "dead_zero_grad",
+    "dead_small_grad": "dead_small_grad",
+    "dead_relative_update": "dead_relative_update",
 }
 
 
@@ -93,7 +94,8 @@ def lr_budget(history: list[dict], steps_per_epoch: int) -> float:
 
 
 def run_cell(cell: Cell, base: Params, data: PreparedData, stage1_store: Stage1Cache, observer=None) -> dict:
-    """Train one cell; returns its metrics, per-epoch history and end-of-training latent histograms.
+    """Train one cell; returns its metrics, per-epoch history, each test example's predicted class (in
+    the test split's order) and end-of-training latent histograms.
 
     ``stage1_cached`` (whether stage 1 came from the store) depends on which worker got there first:
     it goes to MLflow, never into the results.
@@ -114,7 +116,7 @@ def run_cell(cell: Cell, base: Params, data: PreparedData, stage1_store: Stage1C
     else:
         trained = train_one_stage(cell.kind, params, data, record)
     model, final = trained.model, trained.result.final
-    test = evaluate(model, data.test, data, device=resolve_device(params.device))
+    test = evaluate(model, data.test, data, device=resolve_device(params.device), predictions=True)
     steps_per_epoch = math.ceil(len(data.train) / trained.last_stage.batch_size)
     return {
         "test_acc": test["acc"],
@@ -125,6 +127,7 @@ def run_cell(cell: Cell, base: Params, data: PreparedData, stage1_store: Stage1C
         "lr_budget": lr_budget(trained.result.history, steps_per_epoch),
         "stage1_cached": trained.stage1_cached,
         "history": history,
+        "test_predictions": test["predictions"],
         "histogram": latent_histogram(model, bins=HISTOGRAM_BINS, limit=1.5),
         "rel_histogram": rel_histogram(model, bins=HISTOGRAM_BINS),
     }

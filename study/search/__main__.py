@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # the CPU pin reads --params before parsing (study.cpu_isa.params_file)
         prog="python -m study.search",
         description="Optuna search over each stage's optimizer, learning rate and weight decay; every trial "
         "is a full two-stage run, scored by stage-2 validation accuracy. Flags left out take the value "

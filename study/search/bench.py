@@ -100,7 +100,11 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m study.search.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # the CPU pin reads --params before parsing (study.cpu_isa.params_file)
+        prog="python -m study.search.bench",
+        description=__doc__.splitlines()[0],
+    )
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="search workers to measure")

@@ -29,7 +29,11 @@ THREADS = 2  # the machine's two cores, in the one process a plain loop has
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m study.search.plain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # the CPU pin reads --params before parsing (study.cpu_isa.params_file)
+        prog="python -m study.search.plain",
+        description=__doc__.splitlines()[0],
+    )
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)

@@ -67,6 +67,18 @@ def recu_conv(a, w, alpha, tau, training=True, stride=1, padding=1):
     return output * alpha
 
 
+def recu_clamp_blocks(w, tau):
+    """Which weights (True) ReCU's ``torch.clamp(w1, -Q_tau, Q_tau)`` passes no gradient to: its
+    ``BinarizeConv2d.forward`` up to the clamp, then autograd through the clamp alone."""
+    w0 = w - w.mean([1, 2, 3], keepdim=True)
+    w1 = w0 / (torch.sqrt(w0.var([1, 2, 3], keepdim=True) + 1e-5) / 2 / np.sqrt(2))
+    w1 = w1.detach().requires_grad_()
+    EW = torch.mean(torch.abs(w1))  # noqa: N806
+    Q_tau = (-EW * torch.log(2 - 2 * torch.tensor(tau))).detach().cpu().item()  # noqa: N806
+    torch.clamp(w1, -Q_tau, Q_tau).sum().backward()
+    return w1.grad == 0
+
+
 def recu_cpt_tau(epoch: int, epochs: int, tau_min: float = 0.85, tau_max: float = 0.99) -> float:
     a = torch.tensor(np.e)
     T_min, T_max = torch.tensor(tau_min).float(), torch.tensor(tau_max).float()  # noqa: N806

@@ -1,5 +1,6 @@
 """bnn.latent on constructed weights: exact absolute measures, the scale-free measures order a
-three-peak, a uniform and a Gaussian layer as the three-peak picture says, and ignore scale."""
+three-peak, a uniform and a Gaussian layer as the three-peak picture says, and ignore scale; the
+mixtures count one component for a Gaussian and three for three peaks."""
 
 import math
 
@@ -8,10 +9,13 @@ import torch
 from torch import nn
 
 from bnn.latent import (
+    MIXTURE_SAMPLE,
     bimodality,
     latent_mass,
     latent_measures,
     median_abs_weight,
+    mixture_sample,
+    mixture_shape,
     rel_histogram,
     relative_shape,
 )
@@ -81,8 +85,9 @@ def test_relative_measures_order_three_peaks_uniform_and_gaussian():
 def test_relative_measures_do_not_depend_on_scale(make):
     weights = make()
     big, small = latent_measures(network(weights)), latent_measures(network(weights * 0.01))
-    for key in ("rel_mass_near_zero", "rel_mass_near_extreme", "bimodality"):
+    for key in ("rel_mass_near_zero", "rel_mass_near_extreme", "bimodality", "bic_gain_3v1"):
         assert small[key] == pytest.approx(big[key], abs=1e-4), key
+    assert small["mixture_components"] == big["mixture_components"]
     assert small["mass_near_zero"] == 1.0 and small["mass_near_one"] == small["beyond_clip"] == 0.0
     assert small["max_abs_weight"] == pytest.approx(big["max_abs_weight"] * 0.01)
 
@@ -118,3 +123,31 @@ def test_rel_histogram_covers_every_weight_with_outliers_in_the_end_bins():
 def test_a_model_without_binary_layers_is_refused():
     with pytest.raises(ValueError, match="no binary layers"):
         latent_measures(nn.Linear(2, 2))
+
+
+def test_mixtures_count_one_component_for_a_gaussian_and_three_for_three_peaks():
+    bell, peaks = mixture_shape(network(gaussian())), mixture_shape(network(three_peaks()))
+    assert bell["mixture_components"] == 1 and bell["bic_gain_3v1"] < 0
+    assert peaks["mixture_components"] == 3 and peaks["bic_gain_3v1"] > 2
+
+
+def test_a_flat_top_also_takes_three_components_but_gains_far_less_than_three_peaks():
+    """The docstring's caveat: BIC counts components, not modes (the Kaiming init is uniform)."""
+    flat = mixture_shape(network(uniform()))
+    assert flat["mixture_components"] == 3
+    assert 0.1 < flat["bic_gain_3v1"] < 0.3 < 2 < mixture_shape(network(three_peaks()))["bic_gain_3v1"]
+
+
+def test_the_mixture_sample_is_evenly_spaced_and_bounded():
+    weights = torch.arange(3 * N, dtype=torch.float32).view(-1, 100)
+    sample = mixture_sample(network(weights[:200], weights[200:]))  # two layers, pooled in order
+    assert len(sample) == MIXTURE_SAMPLE
+    assert sample[0] == 0 and sample[-1] == 3 * N - 1
+    steps = sample[1:] - sample[:-1]
+    assert steps.min() >= 2 and steps.max() <= 4  # a stride of 3, rounded
+    assert len(mixture_sample(network(gaussian(1000)))) == 1000  # small sets are taken whole
+
+
+def test_equal_weights_have_no_mixture_shape():
+    shape = mixture_shape(network(torch.full((10, 10), 0.5)))
+    assert math.isnan(shape["mixture_components"]) and math.isnan(shape["bic_gain_3v1"])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_code import hard_binary_conv_weight, recu_conv
+from reference_code import hard_binary_conv_weight, recu_clamp_blocks, recu_conv
 
 from bnn.diagnostics import saturation_probe, weight_signs
 from bnn.layers import (
@@ -83,6 +83,34 @@ def test_recu_layer_matches_recu_binarizeconv2d(tau):
     assert torch.allclose(layer.weight.grad, ref_w.grad, atol=1e-5)
     assert torch.allclose(layer.scale.grad, ref_alpha.grad.flatten(), atol=1e-4)
     assert torch.allclose(a.grad, ref_a.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize(("tau", "clamped"), [(0.85, 33), (0.95, 12), (0.99, 0)])
+def test_recu_blocked_weights_are_those_recus_clamp_passes_no_gradient(tau, clamped):
+    layer = set_mode(BinaryConv2d(3, 4, 3, weight_binarizer="recu"), "binary")
+    layer.tau = tau
+    w = latent_weights(layer.weight.shape, seed=3) * 3 + 0.5  # most |w| > 1, off-centre channels
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    reference = recu_clamp_blocks(w, tau)
+    assert torch.equal(layer.blocked_weights(), reference)
+    assert int(reference.sum()) == clamped  # of 108: the bound widens as tau grows
+
+
+def test_a_recu_layer_that_clamps_nothing_blocks_nothing_whatever_its_scale():
+    """Evenly spread weights lie within 1.73 std of their mean, inside ReCU's bound at tau 0.99
+    (3.4 std): every weight gets a gradient, although two thirds have |w| > 1."""
+    w = torch.linspace(-3, 3, 4 * 3 * 3 * 3).view(4, 3, 3, 3)
+    recu = set_mode(BinaryConv2d(3, 4, 3, weight_binarizer="recu"), "binary")
+    clip = set_mode(BinaryConv2d(3, 4, 3), "binary")
+    recu.tau = 0.99
+    with torch.no_grad():
+        recu.weight.copy_(w)
+        clip.weight.copy_(w)
+    assert not recu.blocked_weights().any() and not recu_clamp_blocks(w, 0.99).any()
+    assert torch.equal(clip.blocked_weights(), w.abs() > 1) and clip.blocked_weights().float().mean() > 0.6
+    set_mode(clip, "binary_act")  # real weights: no binarizer, nothing blocked
+    assert not clip.blocked_weights().any()
 
 
 def test_recu_signs_tracked_are_the_forward_signs_of_the_centred_weights():

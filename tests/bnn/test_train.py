@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bnn import StageConfig, binary_weight_layers, build_model, evaluate, set_mode, train_stage, weight_signs
-from bnn.train import NonFiniteLossError
+from bnn.train import NonFiniteLossError, stage_ff_ratio, stage_final
 
 
 def mlp(data, seed=0):
@@ -117,8 +117,9 @@ def test_stage_config_rejects_impossible_values():
 def test_records_training_saturation_and_dead_weights_each_epoch(digits):
     result = train_stage(mlp(digits), digits, StageConfig(epochs=2, lr=2e-3), mode="binary", seed=0)
     for record in result.history:
-        for key in ("saturation", "saturation_train", "dead_beyond_clip", "dead_zero_grad"):
+        for key in ("saturation", "saturation_train", "dead_beyond_clip", "dead_small_grad"):
             assert 0.0 <= record[key] <= 1.0, key
+        assert "dead_relative_update" in record and "dead_zero_grad" not in record
         # train mode (batch statistics) and eval mode (running statistics) see different inputs
         assert record["saturation_train"] != record["saturation"]
     # Kaiming-uniform latent weights of a 64-wide MLP lie far inside the clip
@@ -134,4 +135,52 @@ def test_latent_weights_beyond_the_clip_get_no_gradient_and_count_as_dead(digits
     result = train_stage(model, digits, cfg, mode="binary", seed=0)
     share = layer.weight[:, :8].numel() / sum(w.weight.numel() for w in binary_weight_layers(model))
     assert result.final["dead_beyond_clip"] == pytest.approx(share)
-    assert result.final["dead_zero_grad"] >= share
+    assert result.final["dead_small_grad"] <= 1 - share  # no gradient at all is not a small one
+
+
+def relative_update(digits, optimizer, lr):
+    torch.manual_seed(0)
+    model = build_model("mlp", num_classes=10, in_channels=1, image_size=8, width=64, weight_binarizer="recu")
+    cfg = StageConfig(epochs=1, lr=lr, optimizer=optimizer, schedule="constant")
+    return train_stage(model, digits, cfg, mode="binary", seed=0).final
+
+
+def test_adam_moves_recus_clamped_small_gradient_weights_and_sgd_hardly(digits):
+    """Beyond ReCU's clamp only the channel's mean and std reach a weight: a tiny gradient."""
+    adam, sgd = relative_update(digits, "adam", 1e-3), relative_update(digits, "sgd", 0.05)
+    for final in (adam, sgd):
+        assert 0.01 < final["dead_small_grad"] < final["dead_beyond_clip"]
+    assert sgd["dead_relative_update"] < 0.2 < 0.5 < adam["dead_relative_update"]
+
+
+def test_stage_ff_leaves_out_epochs_at_learning_rate_zero(digits):
+    result = train_stage(mlp(digits), digits, StageConfig(epochs=3, lr=2e-3), mode="binary", seed=0)
+    assert [r["lr"] > 0 for r in result.history] == [True, True, False]  # linear: the last runs at 0
+    assert result.history[-1]["ff_ratio"] == 0.0
+    trained = [r["ff_ratio"] for r in result.history[:2]]
+    assert result.final["ff_ratio"] == pytest.approx(sum(trained) / 2)
+    assert result.final["dead_small_grad"] == result.history[1]["dead_small_grad"]  # the last that trained
+
+
+def test_stage_ff_of_a_stage_that_never_trained_is_its_mean_over_all_epochs():
+    assert stage_ff_ratio([{"lr": 0.5, "ff_ratio": 0.3}, {"lr": 0.0, "ff_ratio": 0.0}]) == 0.3
+    assert stage_ff_ratio([{"lr": 0.0, "ff_ratio": 0.0}]) == 0.0
+
+
+def test_final_dead_weights_come_from_the_last_epoch_that_moved_any_weight():
+    """At lr 0 nothing moves: no update ratio (NaN). The last epoch's other values stay."""
+    dead = {"dead_beyond_clip": 0.1, "dead_small_grad": 0.2}
+    history = [
+        {"epoch": 1, "lr": 0.5, "val_acc": 0.7, "ff_ratio": 0.3, **dead, "dead_relative_update": 0.9},
+        {"epoch": 2, "lr": 0.0, "val_acc": 0.8, "ff_ratio": 0.0, **dead, "dead_relative_update": math.nan},
+    ]
+    history[1]["dead_small_grad"] = 0.25
+    assert stage_final(history) == {
+        "val_acc": 0.8,
+        "ff_ratio": 0.3,
+        "dead_beyond_clip": 0.1,
+        "dead_small_grad": 0.2,
+        "dead_relative_update": 0.9,
+    }
+    untracked = [{"epoch": 1, "lr": 0.0, "val_acc": 0.5}]
+    assert stage_final(untracked) == {"val_acc": 0.5}

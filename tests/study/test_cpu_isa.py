@@ -1,15 +1,22 @@
 """study.cpu_isa: importing study pins torch's, MKL's and oneDNN's code path from params.yaml, before
 torch loads; a process that did not take the path its params ask for is refused before it trains."""
 
+import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from study import cpu_isa
 from study.config import DEFAULT_PARAMS, ParamsError, load_params, read_yaml, validate_params
+from study.export import __main__ as export_main
+from study.reproduce import ablate, robustness
 from study.reproduce.cells import Cell
+from study.search import __main__ as search_main
+from study.search import bench as search_bench
+from study.search import plain as search_plain
 from study.stage1_store import stage1_key
 
 PROBE = (  # torch's kernels, oneDNN's variable, the kernels of the OpenBLAS numpy loaded
@@ -80,3 +87,82 @@ def test_an_unknown_code_path_is_one_line():
     raw = {**read_yaml(DEFAULT_PARAMS), "cpu_isa": "avx512"}
     with pytest.raises(ParamsError, match=r"cpu_isa: Input should be 'avx2' or 'native' \(got 'avx512'\)$"):
         validate_params(raw)
+
+
+# --- which params file pins a command: its --params, else the project's ------------------------------
+
+ECHO = "import sys; sys.argv = {argv!r}; import study, os; print(os.environ.get('ATEN_CPU_CAPABILITY'))"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["x", "--params", "a.yaml"], "a.yaml"),
+        (["x", "ablate", "all", "--params=b.yaml", "--out", "out"], "b.yaml"),
+        (["x", "ablate", "all", "--params", "c.yaml", "--quick"], "c.yaml"),
+        (["x", "report"], None),
+        (["x", "--params"], None),  # no file named: the command's parser refuses it
+        (["x", "--paramsfile", "d.yaml"], None),
+    ],
+)
+def test_params_file_finds_the_params_option_or_falls_back(tmp_path, argv, expected):
+    default = tmp_path / "params.yaml"
+    assert cpu_isa.params_file(argv, default) == (Path(expected) if expected else default)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["all", "--params", "a.yaml"],
+        ["all", "--params=a.yaml", "--out", "o"],
+        ["all", "--params", "a.yaml", "--params", "b.yaml"],  # argparse: the last one
+    ],
+    ids=["space", "equals", "repeated"],
+)
+def test_params_file_is_the_file_the_commands_parser_reads(argv):
+    """The pin must follow the file the command will read."""
+    parser = command_parser(ablate.main, ["all"])
+    assert cpu_isa.params_file(["x", *argv], Path("params.yaml")) == parser.parse_args(argv).params
+
+
+def command_parser(main, argv: list[str]) -> argparse.ArgumentParser:
+    """A command's own parser, caught as its ``main`` starts to parse."""
+    captured = {}
+
+    def capture(self, args=None, namespace=None):
+        captured["parser"] = self
+        raise SystemExit(0)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit):
+        patch.setattr(argparse.ArgumentParser, "parse_args", capture)
+        main(argv)
+    return captured["parser"]
+
+
+@pytest.mark.parametrize("module", [ablate, robustness, export_main, search_main, search_plain, search_bench])
+def test_commands_with_params_take_no_abbreviation_which_the_pin_could_not_see(module):
+    parser = command_parser(module.main, [])
+    assert any("--params" in action.option_strings for action in parser._actions)
+    assert parser.allow_abbrev is False
+
+
+@pytest.mark.parametrize(
+    ("project", "option", "expected"),
+    [
+        ("avx2", None, "avx2"),  # the default: the project's params.yaml pins
+        ("avx2", "--params", "None"),  # a native params file pins nothing
+        ("avx2", "--params=", "None"),
+        ("native", None, "None"),
+        ("native", "--params", "avx2"),
+    ],
+)
+def test_the_params_file_of_the_command_line_decides_the_pin(tmp_path, project, option, expected):
+    env = project_with(tmp_path, project)  # the project's params.yaml, and no pin in the environment
+    other = tmp_path / "other" / "params.yaml"
+    other.parent.mkdir()
+    isa = "native" if project == "avx2" else "avx2"
+    other.write_text(DEFAULT_PARAMS.read_text().replace("cpu_isa: avx2", f"cpu_isa: {isa}"))
+    argv = {None: ["x"], "--params": ["x", "--params", str(other)], "--params=": ["x", f"--params={other}"]}
+    done = python(ECHO.format(argv=argv[option]), env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected]

@@ -18,12 +18,14 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from ruamel.yaml import YAML
 from torch import nn
 
 from bnn import BinaryLinear, ImageData, PreparedData, build_model, save_checkpoint, set_mode
+from bnn.batches import normalize
 from bnn.binarize import hard_sign
 from bnn.layers import BINARY_WEIGHT_LAYERS, LearnableBias, RSign, init_binary_weights
 from bnn.models.registry import MODELS, register_model
@@ -42,7 +44,7 @@ from study.export.format import (
 from study.export.inference import ChannelAffine, SignConv2d, SignLinear, load_exported
 from study.export.onnx import compare_onnx, export_onnx
 from study.export.payload import export_payload
-from study.export.verify import MAX_SIZE_RATIO, RTOL, size_report, verify
+from study.export.verify import MAX_BINARY_LAYERS_SIZE_RATIO, RTOL, size_report, verify
 from study.runner import prepare, run_stage1, run_stage2
 
 PROJECT = Path(__file__).resolve().parents[3]
@@ -121,11 +123,14 @@ def arch(name: str, classes: int, channels: int, size: int, width: int, **option
             "options": options}  # fmt: skip
 
 
-def export_and_load(model: nn.Module, architecture: dict, path: Path) -> tuple[dict, nn.Module]:
+def export_and_load(
+    model: nn.Module, architecture: dict, path: Path, mean: float = 0.0, std: float = 1.0
+) -> tuple[dict, nn.Module]:
+    """The export file of ``model`` at ``path``: its payload as read back, and the rebuilt network."""
     c = architecture["in_channels"]
-    payload = export_payload(model, architecture, torch.zeros(c), torch.ones(c), "test")
-    save_export(payload, path)
-    return payload, load_exported(path)
+    stats = torch.full((c,), mean), torch.full((c,), std)
+    save_export(export_payload(model, architecture, *stats, "test"), path)
+    return read_export(path), load_exported(path)
 
 
 def compare(model: nn.Module, exported: nn.Module, x: torch.Tensor) -> tuple[int, float, float]:
@@ -147,14 +152,64 @@ def test_stage2_checkpoint_round_trip_with_onnx(tiny, tmp_path, capsys):
     assert result["max_abs_logit_diff"] <= result["logit_tolerance"] / 10  # rounding only
     assert result["onnx_max_abs_logit_diff"] <= result["logit_tolerance"]
     assert result["trained_acc"] == result["export_acc"] == result["onnx_acc"] > 0.15  # chance: 0.1
-    assert result["size_ratio"] <= MAX_SIZE_RATIO
-    assert "differing predictions 0" in stdout and "1/32.0" in stdout
+    assert result["binary_layers_size_ratio"] <= MAX_BINARY_LAYERS_SIZE_RATIO
+    assert result["export_file_bytes"] == out.stat().st_size
+    assert result["file_size_ratio"] == result["export_file_bytes"] / result["float32_inference_bytes"]
+    assert 1 / 32 < result["file_size_ratio"] < 1  # the real stem and classifier stay float32
+    assert "differing predictions 0" in stdout and "(1/32.0); file: " in stdout
     # The file alone rebuilds a network of +-1 kernels and folded BatchNorms, without latent weights.
     exported = load_exported(out)
     assert not any(isinstance(m, BINARY_WEIGHT_LAYERS) for m in exported.modules())
     kernels = [m.weight for m in exported.modules() if isinstance(m, SignLinear)]
     assert len(kernels) == 2 and all(set(k.unique().tolist()) <= {-1.0, 1.0} for k in kernels)
     assert sum(isinstance(m, ChannelAffine) for m in exported.modules()) == 2
+
+
+def test_the_onnx_file_takes_pixels_and_says_so(tiny, tmp_path, capsys):
+    """As a user would run it, with onnxruntime alone: uint8 test images / 255, NCHW float32, give the
+    trained network's predictions; the metadata says what to feed and what comes out."""
+    import onnxruntime as ort
+
+    checkpoint = tiny / "runs" / "stage2" / "model.pt"
+    out, onnx = tmp_path / "model.bnn", tmp_path / "model.onnx"
+    status, _, err = run_cli(cli(tiny, checkpoint, "--out", str(out), "--onnx", str(onnx)), capsys)
+    assert status == 0, err
+    data, params = PreparedData.load(tiny / "data.pt"), load_params(tiny / "params.yaml")
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    trained = trained_network(architecture(params.model, data), state, "test")
+    with torch.no_grad():
+        expected = trained(normalize(data.test.images, data.mean, data.std)).argmax(1).numpy()
+
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    pixels = data.test.images.numpy().astype(np.float32) / 255
+    (logits,) = session.run(None, {"pixels": pixels})
+    assert np.array_equal(logits.argmax(1), expected)
+    assert (expected == data.test.labels.numpy()).mean() > 0.15  # a trained network, not chance (0.1)
+    assert session.get_inputs()[0].shape == ["batch", 1, 8, 8]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["mean"]) == data.mean.tolist() and json.loads(meta["std"]) == data.std.tolist()
+    assert json.loads(meta["class_names"]) == data.classes and meta["num_classes"] == str(data.num_classes)
+    assert (meta["input_name"], meta["input_layout"], meta["input_dtype"]) == ("pixels", "NCHW", "float32")
+    assert meta["input_range"].startswith("[0, 1]") and meta["dataset"] == "digits"
+    assert meta["source"] == str(checkpoint)  # outside the project: as given
+    assert meta["bnn_content_sha256"] == read_export(out)["content_sha256"]
+    assert meta["bnn_study_version"] != "unknown"
+
+
+def test_file_size_ratio_counts_every_inference_tensor_at_float32(tmp_path):
+    """784 -> 256 real stem with BatchNorm, two blocks (shift, 256 x 256 binary, BatchNorm, shift, PReLU,
+    shift), 256 -> 10 classifier; the BatchNorms' num_batches_tracked counters are not counted."""
+    model = randomize(build_model("mlp", num_classes=10, in_channels=1, image_size=28, width=256))
+    payload, _ = export_and_load(model, arch("mlp", 10, 1, 28, 256), tmp_path / "m.bnn")
+    block = 256 + 256 * 256 + 4 * 256 + 3 * 256
+    float32_bytes = 4 * (784 * 256 + 4 * 256 + 2 * block + 256 * 10 + 10)
+    file_bytes = (tmp_path / "m.bnn").stat().st_size
+    sizes = size_report(payload, file_bytes)
+    assert sizes["float32_inference_bytes"] == float32_bytes == 1_357_864
+    assert sizes["file_size_ratio"] == file_bytes / float32_bytes
+    assert sizes["binary_layers_size_ratio"] == (2 * 256 * 256 / 8) / (4 * 2 * 256 * 256) == 1 / 32
+    # The stem stays float32 (784 x 256 x 4 bytes): the file is well over half the float32 network.
+    assert 0.55 < sizes["file_size_ratio"] < 0.7
 
 
 def test_search_trial_checkpoint_exports_with_the_params_model(tiny, tmp_path, capsys):
@@ -215,9 +270,12 @@ def test_an_export_file_is_checked_alone_and_bad_ones_are_one_line(tiny, exporte
     trained = new_model(params, data)
     trained.load_state_dict(load_checkpoint(tiny / "runs" / "stage2" / "model.pt")["state_dict"])
     expected = evaluate(set_mode(trained, "binary"), data.test, data)["acc"]
-    status, stdout, err = run_cli(cli(tiny, exported_file), capsys)
+    status, stdout, err = run_cli([*cli(tiny, exported_file), "--metrics", str(tmp_path / "m.json")], capsys)
     assert status == 0, err
     assert f"test acc {expected:.4f}" in stdout and "1/32.0 of float32" in stdout
+    figures = json.loads((tmp_path / "m.json").read_text())
+    assert figures["export_file_bytes"] == exported_file.stat().st_size
+    assert "of the float32 network" in stdout and figures["file_size_ratio"] > 1 / 32
 
     raw = exported_file.read_bytes()
     (tmp_path / "truncated.bnn").write_bytes(raw[: len(raw) // 2])
@@ -448,13 +506,14 @@ def test_random_networks_round_trip(tmp_path, name, size, width):
     x = torch.randn(32, 3, size, size, generator=torch.Generator().manual_seed(4))
     mismatches, diff, biggest = compare(model, exported, x)
     assert mismatches == 0 and diff <= RTOL * max(1.0, biggest), (diff, biggest)
-    assert size_report(payload)["size_ratio"] <= MAX_SIZE_RATIO
+    assert size_report(payload, 1)["binary_layers_size_ratio"] <= MAX_BINARY_LAYERS_SIZE_RATIO
 
 
 def test_reactnet_onnx_matches_onnxruntime(tmp_path):
     model = randomize(build_model("reactnet_a", num_classes=10, in_channels=1, image_size=32, width=8))
-    _, exported = export_and_load(model, arch("reactnet_a", 10, 1, 32, 8), tmp_path / "m.bnn")
-    export_onnx(exported, tmp_path / "m.onnx", (1, 32, 32))
+    architecture = arch("reactnet_a", 10, 1, 32, 8)
+    payload, exported = export_and_load(model, architecture, tmp_path / "m.bnn", mean=0.5, std=0.25)
+    export_onnx(exported, tmp_path / "m.onnx", payload, [str(i) for i in range(10)], "random")
     gen = torch.Generator().manual_seed(5)
     images = ImageData(torch.randint(0, 256, (64, 1, 32, 32), generator=gen, dtype=torch.uint8),
                        torch.randint(0, 10, (64,), generator=gen))  # fmt: skip

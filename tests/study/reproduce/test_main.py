@@ -1,4 +1,4 @@
-"""``python -m study.reproduce``: one command, two subcommands, each with its own --help."""
+"""``python -m study.reproduce``: one command, three subcommands, each with its own --help."""
 
 import subprocess
 import sys
@@ -12,10 +12,10 @@ def reproduce(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)  # fmt: skip
 
 
-def test_help_names_both_commands():
+def test_help_names_every_command():
     done = reproduce("--help")
     assert done.returncode == 0
-    assert "{ablate,report}" in done.stdout and "ablate: train" in done.stdout
+    assert "{ablate,report,robustness}" in done.stdout and "ablate: train" in done.stdout
 
 
 def test_a_command_passes_its_arguments_on():
@@ -25,6 +25,8 @@ def test_a_command_passes_its_arguments_on():
     assert "--quick" in done.stdout and "{wd,optimizer,stages,latent,all}" in done.stdout
     report = reproduce("report", "--help")
     assert report.returncode == 0 and report.stdout.startswith("usage: python -m study.reproduce report")
+    robustness = reproduce("robustness", "--help")
+    assert robustness.returncode == 0 and "--params" in robustness.stdout
 
 
 def test_an_unknown_command_or_ablation_is_one_usage_error():

@@ -8,23 +8,20 @@ import pytest
 
 from study.reproduce import stats
 from study.reproduce.stats import (
-    BEST_CELL_CLAIM,
     UNTESTABLE,
     VERDICTS,
     Estimate,
-    best_cell_verdict,
     binomial_se,
-    direction_verdict,
+    detectable_effect,
     fit_linear,
     holm,
     mean_ci,
-    minimum_detectable_effect,
-    non_inferiority_verdict,
+    mean_test,
     paired_difference,
-    paired_t_power,
     shape_verdict,
     slope,
     spearman,
+    t_power,
 )
 
 NAN = float("nan")
@@ -61,8 +58,6 @@ def test_paired_difference_finds_planted_effect():
     diff, p = paired_difference(a, b)
     assert diff.low > 0 and diff.low < 1 < diff.high
     assert p < 0.01
-    assert direction_verdict(diff, +1) == "supported"
-    assert direction_verdict(diff, -1) == "contradicted"
 
 
 def test_paired_difference_planted_null_is_inconclusive():
@@ -71,7 +66,6 @@ def test_paired_difference_planted_null_is_inconclusive():
     diff, p = paired_difference(a, b)
     assert diff.low < 0 < diff.high
     assert p > 0.05
-    assert direction_verdict(diff, +1) == direction_verdict(diff, -1) == "inconclusive"
 
 
 def test_paired_difference_zero_variance():
@@ -79,13 +73,11 @@ def test_paired_difference_zero_variance():
     assert (diff.value, diff.low, diff.high, p) == (1.0, 1.0, 1.0, 0.0)
     same, p_same = paired_difference([1, 2, 3], [1, 2, 3])
     assert (same.value, same.low, same.high, p_same) == (0.0, 0.0, 0.0, 1.0)
-    assert direction_verdict(same, +1) == "inconclusive"
 
 
 def test_paired_difference_too_few_and_mismatched():
     diff, p = paired_difference([1.0], [0.0])
     assert diff.value == 1.0 and math.isnan(diff.low) and math.isnan(p)
-    assert direction_verdict(diff, +1) == "inconclusive"
     with pytest.raises(ValueError, match="length"):
         paired_difference([1, 2, 3], [1, 2])
 
@@ -94,12 +86,9 @@ def test_spearman_planted_trend_and_noise():
     rng = np.random.default_rng(0)
     x = np.arange(30)
     trend = spearman(x, x + rng.normal(0, 5, 30))
-    assert trend.low < trend.value < trend.high and trend.n == 30
-    assert direction_verdict(trend, +1) == "supported"
-    assert direction_verdict(trend, -1) == "contradicted"
+    assert 0 < trend.low < trend.value < trend.high and trend.n == 30
     noise = spearman(x, rng.normal(0, 1, 30))
     assert noise.low < 0 < noise.high
-    assert direction_verdict(noise, +1) == "inconclusive"
 
 
 def test_spearman_exact_and_small():
@@ -117,7 +106,6 @@ def test_slope_recovers_planted_exponential_trend():
     est = slope(x, np.log(y))
     assert est.low < 3 < est.high
     assert est.high - est.low < 0.5
-    assert direction_verdict(est, +1) == "supported"
 
 
 def test_slope_too_few_points():
@@ -137,118 +125,105 @@ def test_holm_ignores_nan():
     assert [adjusted[0], adjusted[2], adjusted[3]] == pytest.approx([0.03, 0.06, 0.06])
 
 
-def test_direction_verdict_rejects_bad_expected():
-    with pytest.raises(ValueError, match="expected"):
-        direction_verdict(Estimate(1.0, 0.5, 1.5, 5), 0)
-
-
-@pytest.mark.parametrize(
-    ("difference", "verdict"),
-    [
-        (Estimate(2.0, 1.5, 2.5, 5), "supported"),  # clearly better
-        (Estimate(-0.2, -0.5, 0.1, 5), "supported"),  # slightly worse, within the margin
-        (Estimate(-3.0, -4.0, -2.0, 5), "contradicted"),  # clearly worse
-        (Estimate(0.0, -3.0, 3.0, 5), "inconclusive"),  # too noisy
-        (Estimate(-0.3, -0.5, -0.1, 5), "contradicted"),  # within the margin but surely worse
-        (Estimate(0.5, NAN, NAN, 1), "inconclusive"),  # too few seeds
-    ],
-)
-def test_non_inferiority_verdict(difference, verdict):
-    assert non_inferiority_verdict(difference, margin=1.0) == verdict
-
-
-def _comparisons(cells: dict[str, np.ndarray], candidate: str) -> dict[str, tuple[Estimate, float]]:
-    return {
-        name: paired_difference(cells[candidate], acc) for name, acc in cells.items() if name != candidate
-    }
-
-
-def _cells(offsets: dict[str, float], seed: int = 0, noise: float = 0.3, n_seeds: int = 5):
-    """Per-seed accuracies: a shared seed effect, plus a per-cell offset, plus per-run noise."""
-    rng = np.random.default_rng(seed)
-    base = rng.normal(70, 2, n_seeds)
-    return {name: base + offset + rng.normal(0, noise, n_seeds) for name, offset in offsets.items()}
-
-
-def test_best_cell_planted_best():
-    cells = _cells({"adam": 2.0, "sgd": 0.0, "adamw": 0.0, "lamb": 0.0})
-    outcome, names = best_cell_verdict("adam", _comparisons(cells, "adam"))
-    assert (outcome, names) == ("best", [])
-    assert BEST_CELL_CLAIM[outcome] == "supported"
-
-
-def test_best_cell_planted_tie():
-    cells = _cells({"adam": 0.0, "sgd": 0.0, "adamw": 0.0, "lamb": 0.0})
-    outcome, names = best_cell_verdict("adam", _comparisons(cells, "adam"))
-    assert (outcome, names) == ("tied within noise", ["sgd", "adamw", "lamb"])
-    assert BEST_CELL_CLAIM[outcome] == "inconclusive"
-
-
-def test_best_cell_planted_better_other():
-    cells = _cells({"adam": 0.0, "sgd": 3.0, "adamw": -2.0, "lamb": 0.0})
-    outcome, names = best_cell_verdict("adam", _comparisons(cells, "adam"))
-    assert (outcome, names) == ("beaten", ["sgd"])
-    assert BEST_CELL_CLAIM[outcome] == "contradicted"
-
-
-def test_best_cell_requires_comparisons():
-    with pytest.raises(ValueError, match="no cells"):
-        best_cell_verdict("adam", {})
-
-
 def test_untestable_is_a_verdict():
     assert VERDICTS == ("supported", "contradicted", "inconclusive", "untestable at this budget")
     assert UNTESTABLE in VERDICTS
 
 
-# --- power ------------------------------------------------------------------------------------------
+# --- mean_test: the one-sample t-test ---------------------------------------------------------------
 
 
-def _differences(sd: float, n: int) -> np.ndarray:
-    """n paired differences with sample standard deviation exactly ``sd``."""
-    d = np.arange(n, dtype=float)
-    return (d - d.mean()) / d.std(ddof=1) * sd
+def test_mean_test_matches_the_closed_form_at_two_degrees_of_freedom():
+    """[1, 2, 3]: t = 2 / (1 / sqrt(3)) = sqrt(12); with 2 dof the t cdf is 1/2 + t / (2 sqrt(t^2 + 2)),
+    so the two-sided p is 1 - sqrt(12) / sqrt(14)."""
+    est, p = mean_test([1, 2, 3])
+    assert est == mean_ci([1, 2, 3])
+    assert p == pytest.approx(1 - math.sqrt(12 / 14))
+    _, p_shifted = mean_test([-1, 0, 1])
+    assert p_shifted == pytest.approx(1.0)  # mean exactly 0
 
 
-def test_mde_matches_the_textbook_formula_at_five_seeds():
-    """(t_{0.975,4} + t_{0.8,4}) * sd / sqrt(5) from table quantiles; the exact noncentral-t solve
-    is slightly larger (the formula ignores the noncentral t's skew) and has exactly power 0.8."""
-    formula = (T_975_4DOF + T_80_4DOF) * 0.004 / math.sqrt(5)
+def test_mean_test_zero_variance_and_too_few():
+    assert mean_test([2.0, 2.0, 2.0]) == (Estimate(2.0, 2.0, 2.0, 3), 0.0)
+    assert mean_test([0.0, 0.0]) == (Estimate(0.0, 0.0, 0.0, 2), 1.0)
+    est, p = mean_test([3.0])
+    assert est.value == 3.0 and math.isnan(est.low) and math.isnan(p)
+
+
+def test_mean_test_planted_effect_found_and_null_at_the_nominal_rate():
+    rng = np.random.default_rng(0)
+    _, p_effect = mean_test(rng.normal(1.0, 0.5, 8))
+    assert p_effect < 0.001
+    rejected = sum(mean_test(rng.normal(0.0, 0.5, 8))[1] < 0.05 for _ in range(400))
+    assert 0.02 <= rejected / 400 <= 0.09  # 0.05 expected
+
+
+def test_paired_difference_is_mean_test_of_the_differences():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 6), rng.normal(0, 1, 6)
+    assert paired_difference(a, b) == mean_test(a - b)
+
+
+# --- power: t_power and detectable_effect on a standard error and its degrees of freedom -----------
+
+
+def test_detectable_effect_matches_the_textbook_formula_at_four_dof():
+    """(t_{0.975,4} + t_{0.8,4}) * se from table quantiles; the exact noncentral-t solve is slightly
+    larger (the formula ignores the noncentral t's skew) and has exactly power 0.8."""
+    se = 0.004 / math.sqrt(5)  # a paired t-test on 5 seeds whose differences have sd 0.004
+    formula = (T_975_4DOF + T_80_4DOF) * se
     assert formula == pytest.approx(0.0066499, abs=1e-6)
-    mde = minimum_detectable_effect(_differences(0.004, 5))
+    mde = detectable_effect(se, 4)
     assert formula < mde < 1.02 * formula
-    assert paired_t_power(mde, 0.004, 5) == pytest.approx(0.8, abs=1e-6)
+    assert t_power(mde, se, 4) == pytest.approx(0.8, abs=1e-6)
 
 
-def test_mde_converges_to_the_formula_with_many_seeds():
+def test_detectable_effect_converges_to_the_formula_with_many_dof():
     from scipy import stats as scipy_stats
 
-    n = 100
-    formula = (scipy_stats.t.ppf(0.975, n - 1) + scipy_stats.t.ppf(0.8, n - 1)) / math.sqrt(n)
-    assert minimum_detectable_effect(_differences(1.0, n)) == pytest.approx(formula, rel=1e-3)
+    formula = scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)  # 2.8016 standard errors
+    assert detectable_effect(1.0, 10_000) == pytest.approx(formula, rel=1e-3)
+    assert detectable_effect(1.0, 99) > detectable_effect(1.0, 10_000)  # fewer dof: a larger effect
 
 
-def test_mde_known_value_and_scaling():
-    # Ten pairs: a standardised effect of 0.996 (as power tables give for a paired t-test, n = 10).
-    assert minimum_detectable_effect(_differences(1.0, 10)) == pytest.approx(0.996, abs=1e-3)
-    assert minimum_detectable_effect(_differences(2.0, 10)) == pytest.approx(2 * 0.996, abs=2e-3)
+def test_detectable_effect_known_value_and_scaling():
+    # A paired t-test on ten pairs: a standardised effect of 0.996 (power tables, n = 10).
+    se = 1 / math.sqrt(10)
+    base = detectable_effect(se, 9)
+    assert base == pytest.approx(0.996, abs=1e-3)
+    assert detectable_effect(2 * se, 9) == pytest.approx(2 * base, rel=1e-9)  # linear in se
     # Higher power or a stricter alpha needs a larger effect.
-    base = minimum_detectable_effect(_differences(1.0, 10))
-    assert minimum_detectable_effect(_differences(1.0, 10), power=0.9) > base
-    assert minimum_detectable_effect(_differences(1.0, 10), alpha=0.01) > base
+    assert detectable_effect(se, 9, power=0.9) > base
+    assert detectable_effect(se, 9, alpha=0.05 / 6) > detectable_effect(se, 9, alpha=0.01) > base
 
 
-def test_mde_edge_cases():
-    assert minimum_detectable_effect([0.01, 0.01, 0.01]) == 0.0  # no variance: any difference shows
-    assert math.isnan(minimum_detectable_effect([0.01]))
+def test_detectable_effect_edge_cases():
+    assert detectable_effect(0.0, 4) == 0.0  # no variance: any difference shows
+    assert math.isnan(detectable_effect(0.01, 0))  # one seed: no degrees of freedom
+    assert math.isnan(detectable_effect(NAN, 4))
     with pytest.raises(ValueError, match="power"):
-        minimum_detectable_effect([1, 2, 3], alpha=0.9, power=0.8)
+        detectable_effect(0.01, 4, alpha=0.9, power=0.8)
+    with pytest.raises(ValueError, match="alpha"):
+        detectable_effect(0.01, 4, alpha=0.0)
 
 
-def test_paired_t_power_is_alpha_at_no_effect_and_rises():
-    assert paired_t_power(0.0, 1.0, 5) == pytest.approx(0.05)
-    assert paired_t_power(1.0, 1.0, 5) < paired_t_power(2.0, 1.0, 5) < paired_t_power(2.0, 1.0, 10)
-    assert paired_t_power(50.0, 1.0, 5) == pytest.approx(1.0)
+def test_t_power_is_alpha_at_no_effect_and_rises():
+    assert t_power(0.0, 1.0, 4) == pytest.approx(0.05)
+    assert t_power(0.0, 1.0, 4, alpha=0.01) == pytest.approx(0.01)
+    assert t_power(1.0, 1.0, 4) < t_power(2.0, 1.0, 4) < t_power(2.0, 1.0, 9) < t_power(2.0, 0.5, 9)
+    assert t_power(-2.0, 1.0, 4) == pytest.approx(t_power(2.0, 1.0, 4))  # two-sided
+    assert t_power(50.0, 1.0, 4) == pytest.approx(1.0)
+
+
+def test_t_power_of_a_paired_test_matches_a_simulation():
+    """Five pairs, differences N(1, 1): se = 1 / sqrt(5) on 4 dof; the share of simulated paired
+    t-tests rejecting at 0.05 agrees with the noncentral t."""
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(0)
+    d = rng.normal(1.0, 1.0, (20_000, 5))
+    rejected = (scipy_stats.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05).mean()
+    assert rejected == pytest.approx(t_power(1.0, 1 / math.sqrt(5), 4), abs=0.01)
 
 
 def test_binomial_se_of_one_accuracy():
