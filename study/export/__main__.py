@@ -5,8 +5,12 @@ network from it alone and compares it with the trained network (mode ``"binary"`
 split (:mod:`study.export.exporter`); a differing prediction or logit fails it (exit 1), writing
 nothing::
 
-    python -m study.export runs/stage2/model.pt --out /tmp/model.bnn --onnx /tmp/model.onnx
-    python -m study.export <mlflow run id> --out model.bnn --metrics export.json
+    python -m study.export runs/stage2/model.pt           # -> exports/runs-stage2-model.bnn
+    python -m study.export <mlflow run id> --out model.bnn --onnx model.onnx --metrics export.json
+
+Without ``--out`` the file goes to ``exports/`` (git-ignored), named after the source: a hand-run
+export never writes over ``runs/export/``, which only the DVC stage ``export`` writes (with the
+metrics that describe it).
 
 ``SOURCE``: a stage-2 checkpoint, a search trial checkpoint or an MLflow run id
 (:mod:`study.export.source`). An export file (``*.bnn``) as ``SOURCE`` is checked instead: loaded
@@ -27,7 +31,20 @@ from study.cli import run_main
 from study.export.exporter import check_export, export_verified
 from study.paths import PREPARED_DATA, PROJECT_ROOT
 
-DEFAULT_OUT = PROJECT_ROOT / "runs" / "export" / "model.bnn"
+EXPORTS = PROJECT_ROOT / "exports"  # hand-run exports; runs/export/ is the DVC stage's alone
+
+
+def default_out(source: str) -> Path:
+    """Where an export goes without ``--out``: ``exports/<source>.bnn``, the source's path from the
+    project root (or its file name) with ``/`` as ``-``, or ``mlflow-<run id>``; never a DVC output."""
+    path = Path(source)
+    if not path.suffix:  # an MLflow run id
+        return EXPORTS / f"mlflow-{source}.bnn"
+    try:
+        name = path.resolve().relative_to(PROJECT_ROOT).with_suffix("").as_posix()
+    except ValueError:
+        name = path.stem
+    return EXPORTS / f"{name.replace('/', '-')}.bnn"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,7 +58,11 @@ def main(argv: list[str] | None = None) -> None:
         help="a stage-2 checkpoint, a search trial checkpoint, or an MLflow run id; an export file (.bnn) "
         "to check it alone",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the 1-bit file (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the 1-bit file (default: exports/<source>.bnn; the DVC stage alone writes runs/export/)",
+    )
     parser.add_argument(
         "--onnx", type=Path, help="also write the inference network as ONNX (input pixels / 255) and check it"
     )
@@ -65,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.source.endswith(".bnn"):
         result = check_export(Path(args.source), data, args.split, params.evaluation.batch_size)
     else:
-        result = export_verified(args.source, params, data, args.out, args.onnx, args.split)
+        result = export_verified(args.source, params, data, args.out or default_out(args.source), args.onnx,
+                                 args.split)  # fmt: skip
     if args.metrics:
         write_json(args.metrics, result)
 

@@ -31,6 +31,7 @@ from bnn.layers import BINARY_WEIGHT_LAYERS, LearnableBias, RSign, init_binary_w
 from bnn.models.registry import MODELS, register_model
 from study.cli import run_main
 from study.config import DEFAULT_PARAMS, load_params
+from study.export import __main__ as export_main
 from study.export.__main__ import main
 from study.export.exporter import architecture, trained_network
 from study.export.format import (
@@ -90,6 +91,19 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
         status = exc.code
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def test_without_out_a_hand_run_export_goes_to_exports_never_over_the_dvc_stages_file(
+    tiny, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(export_main, "EXPORTS", tmp_path / "exports")
+    status, stdout, err = run_cli(cli(tiny, tiny / "trial-0.pt"), capsys)
+    assert status == 0, err
+    written = list((tmp_path / "exports").glob("*.bnn"))
+    assert [p.name for p in written] == ["trial-0.bnn"] and f"wrote {written[0]}" in stdout
+    assert export_main.default_out("0123abcd") == tmp_path / "exports" / "mlflow-0123abcd.bnn"
+    inside = export_main.default_out(str(export_main.PROJECT_ROOT / "runs" / "stage2" / "model.pt"))
+    assert inside == tmp_path / "exports" / "runs-stage2-model.bnn"
 
 
 def one_error_line(err: str, *named: str) -> None:
