@@ -26,6 +26,7 @@ import pandas as pd
 
 from study.reproduce.bootstrap import TwoWay, two_way_mean
 from study.reproduce.claim import Claim, direction_side
+from study.reproduce.lr_bracket import LR
 from study.reproduce.stats import Estimate, holm
 from study.reproduce.trend_claims import WD1, WD2
 
@@ -137,11 +138,17 @@ def grid_claims(wd: pd.DataFrame) -> list[Claim]:
     ]  # fmt: skip
 
 
-def optimizer_claims(chosen: pd.DataFrame, margin: float, lrs_text) -> list[Claim]:
+def chosen_lrs(chosen: pd.DataFrame) -> str:
+    """``adam 0.032, sgd 0.3``: the learning rate each optimizer runs at in ``chosen``."""
+    lrs = chosen.groupby("optimizer")[LR].first()
+    return ", ".join(f"{name} {lr:g}" for name, lr in lrs.items())
+
+
+def optimizer_claims(chosen: pd.DataFrame, margin: float) -> list[Claim]:
     """Claims 4a and 4b on the runs at each optimizer's chosen learning rate."""
     runs = {(n, o): rows for (n, o), rows in chosen.groupby(["network", "optimizer"])}
-    binary = f"lr chosen on validation: {lrs_text(chosen[chosen['network'] == 'binary'])}"
-    real = f"lr chosen on validation: {lrs_text(chosen[chosen['network'] == 'real'])}"
+    binary = f"lr chosen on validation: {chosen_lrs(chosen[chosen['network'] == 'binary'])}"
+    real = f"lr chosen on validation: {chosen_lrs(chosen[chosen['network'] == 'real'])}"
     return [
         comparison_claim("4a", "Adam beats SGD for the binary network", "test accuracy, Adam - SGD (binary)",
                          runs["binary", "adam"], runs["binary", "sgd"], binary),

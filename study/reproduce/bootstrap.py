@@ -99,7 +99,7 @@ def two_way_mean(
     sums = _draw_sums(scores.astype(np.int64), draws, seed)
     se = float(np.std(sums / total, ddof=1))
     half = float(stats.t.ppf((1 + confidence) / 2, rows - 1)) * se
-    p = min(1.0, 2 * _t_tail(abs(value), se, rows - 1)) if se > 0 else (0.0 if value != 0 else 1.0)
+    p = min(1.0, 2 * _t_tail(abs(value), se, rows - 1))
     return TwoWay(Estimate(value, value - half, value + half, rows), se, p, rows, columns)
 
 

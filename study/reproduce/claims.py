@@ -29,11 +29,6 @@ def select_lr(optimizer: pd.DataFrame) -> pd.DataFrame:
     return optimizer.merge(chosen, on=["network", "optimizer", LR])
 
 
-def chosen_lrs(chosen: pd.DataFrame) -> str:
-    lrs = chosen.groupby("optimizer")[LR].first()
-    return ", ".join(f"{name} {lr:g}" for name, lr in lrs.items())
-
-
 def all_claims(
     wd: pd.DataFrame, optimizer: pd.DataFrame, stages: pd.DataFrame, latent: pd.DataFrame, margin: float
 ) -> list[Claim]:
@@ -41,7 +36,7 @@ def all_claims(
         [
             *trend_claims(wd),
             *grid_claims(wd),
-            *optimizer_claims(select_lr(optimizer), margin, chosen_lrs),
+            *optimizer_claims(select_lr(optimizer), margin),
             stages_claim(stages),
             *latent_claims(latent),
         ]

@@ -102,17 +102,13 @@ def stages_frame(gain: float, world: World | None = None) -> pd.DataFrame:
     )
 
 
-def lrs_text(rows: pd.DataFrame) -> str:
-    return ", ".join(f"{name} {lr:g}" for name, lr in rows.groupby("optimizer")["lr"].first().items())
-
-
 def decided(claims) -> dict:
     return {c.number: c for c in decide(claims)}
 
 
 def accuracy_family(wd: pd.DataFrame, optimizer: pd.DataFrame, stages: pd.DataFrame, margin: float = MARGIN):
     """Claims 3 to 5 decided together, as one family."""
-    return decided([*grid_claims(wd), *optimizer_claims(optimizer, margin, lrs_text), stages_claim(stages)])
+    return decided([*grid_claims(wd), *optimizer_claims(optimizer, margin), stages_claim(stages)])
 
 
 # --- the score matrices -----------------------------------------------------------------------------
@@ -269,7 +265,7 @@ def test_a_better_level_of_stage_2_contradicts_3b():
     ("binary_gain", "expected"), [(0.1, "supported"), (-0.1, "contradicted"), (0.0, "inconclusive")]
 )
 def test_4a_finds_the_planted_effect(binary_gain, expected):
-    claims = decided(optimizer_claims(optimizer_frame(binary_gain, 0.0), MARGIN, lrs_text))
+    claims = decided(optimizer_claims(optimizer_frame(binary_gain, 0.0), MARGIN))
     assert claims["4a"].verdict == expected
     assert claims["4a"].effect.value == pytest.approx(binary_gain, abs=0.03)
     assert claims["4a"].effect.n == SEEDS
@@ -279,7 +275,7 @@ def test_4a_finds_the_planted_effect(binary_gain, expected):
 def test_4b_inside_the_margin_but_below_zero_is_supported():
     """SGD surely worse than Adam, but by less than the margin: SGD is non-inferior (supported)."""
     precise = World(images=1000, share=0.97)
-    claim = decided(optimizer_claims(optimizer_frame(0.0, -0.02, precise), MARGIN, lrs_text))["4b"]
+    claim = decided(optimizer_claims(optimizer_frame(0.0, -0.02, precise), MARGIN))["4b"]
     assert claim.effect.low > -MARGIN and claim.effect.high < 0
     assert claim.verdict == "supported" and claim.side == 1
     assert claim.expected == f"> -{MARGIN:g}"
@@ -287,13 +283,13 @@ def test_4b_inside_the_margin_but_below_zero_is_supported():
 
 
 def test_4b_entirely_below_the_margin_is_contradicted():
-    claim = decided(optimizer_claims(optimizer_frame(0.0, -0.15), MARGIN, lrs_text))["4b"]
+    claim = decided(optimizer_claims(optimizer_frame(0.0, -0.15), MARGIN))["4b"]
     assert claim.effect.high < -MARGIN
     assert claim.verdict == "contradicted" and claim.side == -1
 
 
 def test_4b_straddling_the_margin_is_inconclusive():
-    claim = decided(optimizer_claims(optimizer_frame(0.0, -MARGIN), MARGIN, lrs_text))["4b"]
+    claim = decided(optimizer_claims(optimizer_frame(0.0, -MARGIN), MARGIN))["4b"]
     assert claim.effect.low < -MARGIN < claim.effect.high
     assert claim.verdict == "inconclusive"
 
@@ -314,7 +310,7 @@ def test_one_seed_leaves_4b_untested_like_4a():
     """With a single common seed no seed variance can be estimated: two_way_mean gives a nan p, and
     the claim is untested (a nan p, not counted in its family) -- 4a is; 4b should be too, rather
     than p = 1.0, which counts in the accuracy family and doubles claim 5's Holm-adjusted p here."""
-    claims = optimizer_claims(optimizer_frame(0.1, 0.0, World(seeds=1)), MARGIN, lrs_text)
+    claims = optimizer_claims(optimizer_frame(0.1, 0.0, World(seeds=1)), MARGIN)
     numbers = {c.number: c for c in claims}
     assert np.isnan(numbers["4a"].p)
     assert np.isnan(numbers["4b"].p)
@@ -359,6 +355,6 @@ def test_planted_nulls_are_inconclusive_at_about_the_nominal_rate():
     wrong = 0
     for seed in range(40):
         world = World(seed=seed + 1, images=100)
-        four_a = optimizer_claims(optimizer_frame(0.0, 0.0, world), MARGIN, lrs_text)[0]
+        four_a = optimizer_claims(optimizer_frame(0.0, 0.0, world), MARGIN)[0]
         wrong += (four_a.p < 0.05) + (stages_claim(stages_frame(0.0, world)).p < 0.05)
     assert wrong / 80 <= 0.12  # 0.05 expected

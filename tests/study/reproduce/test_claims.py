@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.reproduce.accuracy_claims import PAPER_CELL
+from study.reproduce.accuracy_claims import PAPER_CELL, chosen_lrs
 from study.reproduce.claim import ALPHA
-from study.reproduce.claims import all_claims, chosen_lrs, select_lr, verdict_counts, verdict_table
+from study.reproduce.claims import all_claims, select_lr, verdict_counts, verdict_table
 from study.reproduce.stats import VERDICTS
 from study.reproduce.trend_claims import WD1, WD2
 
