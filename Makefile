@@ -6,9 +6,14 @@ BIN := $(VENV)/bin
 # TORCH_INDEX=https://download.pytorch.org/whl/cu126 install`, or install their CUDA torch into .venv first.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+PLOTS_TEMPLATE := .dvc/plots/offline.html
 
 .PHONY: install repro test lint benchmark bench-search ui
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(PLOTS_TEMPLATE)
+
+# `dvc plots show`'s page template with Vega inline (.dvc/config: plots.html_template), git-ignored
+$(PLOTS_TEMPLATE): $(VENV)/.installed
+	$(BIN)/python -m study.plots_offline
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -21,9 +26,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 repro: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
-# The tests marked `postgres` run against a throwaway PostgreSQL server that .ci/with-postgres starts.
+# The tests marked `postgres` run against a throwaway PostgreSQL server that .ci/with-postgres starts;
+# tests/test_plots_offline.py needs Chromium, which .ci/with-chromium installs if missing.
 test: install
-	.ci/with-postgres $(BIN)/python -m pytest
+	.ci/with-chromium .ci/with-postgres $(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .

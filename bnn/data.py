@@ -20,6 +20,7 @@ import json
 import math
 import os
 import pickle
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,14 +172,65 @@ def verify_cifar10(path: PathLike | None) -> dict[str, str]:
 SOURCE_CHECKS: dict[str, Callable[[PathLike | None], dict[str, str]]] = {"cifar10": verify_cifar10}
 
 
+def _pickled_bytes(text: str = "", encoding: str = "latin1") -> bytes:
+    """Bytes as Python 3 pickles them under protocols 0-2: ``_codecs.encode(text, "latin1")``, ``bytes()``."""
+    if encoding not in ("latin1", "latin-1"):
+        raise ValueError(f"bytes encoded as {encoding!r}, expected latin1")
+    return text.encode("latin1")
+
+
+_ARRAY = np.zeros(1, np.uint8)
+_RECONSTRUCT, _FROMBUFFER, _SCALAR = (
+    _ARRAY.__reduce__()[0],  # numpy.(_)core.multiarray._reconstruct
+    _ARRAY.__reduce_ex__(5)[0],  # numpy.(_)core.numeric._frombuffer (pickle protocol 5)
+    np.uint8(0).__reduce__()[0],  # numpy.(_)core.multiarray.scalar
+)
+# The only globals a CIFAR-10 batch needs: numpy arrays, dtypes and scalars as numpy 1 (``numpy.core``)
+# or numpy 2 (``numpy._core``) pickles them, and bytes as Python 3 pickles them under protocols 0-2.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): _RECONSTRUCT for core in ("core", "_core")},
+    **{(f"numpy.{core}.multiarray", "scalar"): _SCALAR for core in ("core", "_core")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): _FROMBUFFER for core in ("core", "_core")},
+    ("_codecs", "encode"): _pickled_bytes,
+    ("builtins", "bytes"): _pickled_bytes,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only arrays, lists, strings and numbers: a user's data folder is data, never code.
+
+    ``pickle.load`` would call any global a file names (``os.system``...); this one refuses all
+    but :data:`_CIFAR_GLOBALS`, so a crafted batch (checksums off) cannot run code.
+    """
+
+    def __init__(self, file: Path, stream) -> None:
+        super().__init__(stream, encoding="bytes")
+        self.file = file
+
+    def find_class(self, module: str, name: str):
+        # Python 2 names (``__builtin__``, ``commands``...) as Python 3 reads them, as pickle does.
+        module, name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))
+        if (module, name) in _CIFAR_GLOBALS:
+            return _CIFAR_GLOBALS[module, name]
+        refused = f"{module}.{name}"[:200].encode("unicode_escape").decode()
+        raise DataError(
+            f"{self.file}: refused to load `{refused}` (a CIFAR-10 batch holds only arrays, lists, "
+            "strings and numbers)"
+        )
+
+
 def _unpickle(file: Path) -> dict:
     """Load one CIFAR pickle; any failure (truncation, garbage) becomes a DataError naming the file.
 
-    Pickle can run code: only point this at CIFAR files you trust.
+    A crafted file cannot run code (:class:`_CifarUnpickler`), even with checksums off.
     """
     try:
         with open(file, "rb") as f:
-            content = pickle.load(f, encoding="bytes")
+            content = _CifarUnpickler(file, f).load()
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(
             f"CIFAR-10 file {file} is corrupt or truncated ({type(exc).__name__}: {exc})."

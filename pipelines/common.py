@@ -8,6 +8,7 @@ by its md5, the one in ``dvc.lock``: the run's ``bnn.checkpoint_md5`` tag.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -24,17 +25,40 @@ PREPARED = PREPARED_DATA.parent
 RUNS = PROJECT_ROOT / "runs"
 TRAINED_SECTIONS = ("seed", "threads", "cpu_isa", "data", "model", "stage1", "stage2", "distill")
 CHECKPOINT_TAG = "bnn.checkpoint_md5"
+DVC_EXPERIMENT_TAGS = {"DVC_EXP_NAME": "dvc.exp_name", "DVC_EXP_BASELINE_REV": "dvc.baseline_rev"}
 
 
 def stage_dir(stage: str) -> Path:
     return RUNS / stage
 
 
+def dvc_experiment() -> dict[str, str]:
+    """The DVC experiment this stage runs in, as MLflow tags: ``dvc exp run`` passes its name and
+    baseline commit to every stage in the environment. Empty under ``dvc repro``."""
+    return {tag: os.environ[name] for name, tag in DVC_EXPERIMENT_TAGS.items() if os.environ.get(name)}
+
+
+def describe(params: Params) -> str:
+    """A run name a user tells apart in the MLflow UI: the model and each stage's recipe."""
+    stages = " | ".join(
+        f"{name} {stage.optimizer} lr {stage.lr:g} wd {stage.weight_decay:g}"
+        for name, stage in (("s1", params.stage1), ("s2", params.stage2))
+    )
+    return f"{params.model.name}-{params.model.width} | {stages} | seed {params.seed}"
+
+
 def pipeline_parent(tracker: Tracker, params: Params, data: PreparedData) -> str:
-    """The parent run of this configuration: every stage trained from the same settings shares it."""
+    """The parent run of this configuration (of this DVC experiment, under ``dvc exp run``): every
+    stage trained from the same settings shares it. It carries the settings as its params, the
+    experiment's name (else :func:`describe`) as its name, and the experiment as tags."""
+    experiment = dvc_experiment()
+    name = experiment.get(DVC_EXPERIMENT_TAGS["DVC_EXP_NAME"], "")
     key = f"pipeline-{params.training_key(*TRAINED_SECTIONS)}-{data.fingerprint()[:12]}-{git_commit()[:12]}"
     return tracker.find_or_create_parent(
-        key, "pipeline", {"bnn.kind": "pipeline", "data_hash": data.fingerprint()}
+        f"{key}-{name}" if name else key,
+        name or describe(params),
+        {"bnn.kind": "pipeline", "data_hash": data.fingerprint(), **experiment},
+        params=params.model_dump(include=set(TRAINED_SECTIONS)),
     )
 
 

@@ -1,9 +1,11 @@
 """DVC stage ``evaluate``: the final binary network on the held-out test split, with figures.
 
-Writes ``runs/evaluate/metrics.json`` (test and validation accuracy beside the stage-2 FF ratio,
-C2I ratios, dead weights, and saturation: ``saturation`` on the test split in eval mode,
-``saturation_train`` on stage 2's last-epoch training batches in train mode) and seaborn
-figures, and logs them to the pipeline's MLflow parent run.
+Writes ``runs/evaluate/metrics.json``, the DVC metrics a user compares across experiments (test
+accuracy, stage 1's validation accuracy, the stage-2 FF and C2I ratios), ``details.json`` (the
+rest: validation accuracy and test loss, C2I against the initial weights, dead weights, and
+saturation: ``saturation`` on the test split in eval mode, ``saturation_train`` on stage 2's
+last-epoch training batches in train mode) and seaborn figures, and logs them all to the pipeline's
+MLflow parent run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from study.config import load_params
 from study.figures import latent_histograms, training_curves
 from study.runner import new_model
 from study.tracking import Tracker
+
+COMPARED = ("test_acc", "stage1_val_acc", "ff_ratio", "c2i_ratio")  # `dvc exp show` and `dvc metrics show`
 
 
 def main() -> None:
@@ -63,7 +67,9 @@ def main() -> None:
         ),
     ]
     # null, not NaN (not JSON): dead_relative_update is undefined when no weight had a small gradient
-    write_json(out / "metrics.json", {k: None if math.isnan(v) else v for k, v in metrics.items()})
+    written = {k: None if math.isnan(v) else v for k, v in metrics.items()}
+    write_json(out / "metrics.json", {k: written[k] for k in COMPARED})
+    write_json(out / "details.json", {k: v for k, v in written.items() if k not in COMPARED})
 
     tracker = Tracker.from_params(params)
     parent = pipeline_parent(tracker, params, data)

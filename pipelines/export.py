@@ -2,10 +2,12 @@
 
 Writes ``runs/export/model.bnn`` (sign bits, scales folded into the BatchNorms, real layers in float:
 :mod:`study.export.format`), ``runs/export/model.onnx`` (the same network for a standard runtime, fed
-pixels / 255: :mod:`study.export.onnx`) and ``runs/export/metrics.json``: on the test split, the
-accuracy of the trained, the exported and the ONNX network, how many predictions differ, the largest
-logit difference, and two sizes against float32 (:func:`study.export.verify.size_report`):
-``binary_layers_size_ratio`` (the binary layers alone) and ``file_size_ratio`` (the whole file).
+pixels / 255: :mod:`study.export.onnx`), ``runs/export/metrics.json`` (the DVC metrics: the
+exported network's test accuracy and whether it and the ONNX file match the trained network) and
+``details.json``: on the test split, the accuracy of the trained and the ONNX network, how many
+predictions differ, the largest logit difference, and two sizes against float32
+(:func:`study.export.verify.size_report`): ``binary_layers_size_ratio`` (the binary layers alone) and
+``file_size_ratio`` (the whole file).
 Fails, writing nothing, when a check of :mod:`study.export` fails or the export's test accuracy is not
 the one the ``evaluate`` stage measured. Logged to MLflow as the pipeline's ``export`` run (metrics and
 the 1-bit file) and, as ``export_*`` metrics, to the pipeline's parent run.
@@ -26,6 +28,8 @@ from study.export.exporter import export_verified
 from study.export.format import VerificationFailed
 from study.tracking import Tracker
 
+COMPARED = ("export_acc", "match", "onnx_match")  # `dvc exp show` and `dvc metrics show`
+
 
 def main() -> None:
     params = load_params()
@@ -43,7 +47,8 @@ def main() -> None:
             f"the export's test accuracy {result['export_acc']:.4f} is not evaluate's {evaluated:.4f}"
         )
     result["evaluate_test_acc"] = evaluated
-    write_json(out / "metrics.json", result)
+    write_json(out / "metrics.json", {k: result[k] for k in COMPARED})
+    write_json(out / "details.json", {k: v for k, v in result.items() if k not in COMPARED})
 
     numbers = {k: float(v) for k, v in result.items() if isinstance(v, int | float)}  # bools as 0/1
     tracker = Tracker.from_params(params)

@@ -6,7 +6,8 @@ Metrics are logged per epoch in one ``log_batch`` call (one ``log_metric`` costs
 
 The store is ``tracking.uri`` from params, else ``$MLFLOW_TRACKING_URI``, else an SQLite file
 ``mlflow.db`` at the project root (absolute, so DVC stages run from anywhere share it), with
-artifacts in ``mlartifacts/`` beside it.
+artifacts in ``mlartifacts/`` beside it; a store moved or copied with its project follows it
+(:func:`follow_moved_store`).
 
 Every run is tagged with the project's commit (``mlflow.source.git.commit``, as MLflow expects it)
 and ``bnn.git_dirty``: whether tracked sources differ from that commit. What the pipeline itself
@@ -21,11 +22,12 @@ import json
 import os
 import posixpath
 import re
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ class TrackingError(InputError):
     """The MLflow store cannot be used (unreachable database, bad credentials); no password shown."""
 
 
+ARTIFACTS_FOLDER = "mlartifacts"
 CHECKPOINT_ARTIFACTS = "model"  # where a run's network goes among its MLflow artifacts
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 GIT_DIRTY_TAG = "bnn.git_dirty"
@@ -160,6 +163,54 @@ def _probe_database(uri: str) -> None:
         engine.dispose()
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: ``mlartifacts/`` beside an SQLite store, or under the
+    store root for any other database (never MLflow's fallback, ``./mlruns`` in whatever folder the
+    process runs in); a tracking server (``http(s)://``) decides itself."""
+    scheme = uri.split(":", 1)[0]
+    if scheme in ("http", "https", "databricks"):
+        return None
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / ARTIFACTS_FOLDER).as_uri()
+    return (STORE_ROOT / ARTIFACTS_FOLDER).as_uri()
+
+
+def follow_moved_store(db: Path) -> None:
+    """Point a copied or moved SQLite store at the artifacts beside it.
+
+    MLflow keeps each experiment's artifact location, and each run's, as an absolute path: after
+    ``mv`` or ``cp -r`` of the project, new runs would write into the old folder (recreating it)
+    and old runs' artifacts would be looked for there. A location in another folder's
+    ``mlartifacts/`` (the folder this module gives every SQLite store) is rewritten to the one
+    beside ``db``, in MLflow's own tables, in one transaction; a store in place is only read.
+    """
+    if not db.exists():
+        return
+    here = (db.parent / ARTIFACTS_FOLDER).as_uri()
+    with closing(sqlite3.connect(db, timeout=60)) as connection, connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return
+        moved = [
+            (experiment, location)
+            for experiment, location in connection.execute(
+                "SELECT experiment_id, artifact_location FROM experiments"
+            )
+            if location and location != here and location.rstrip("/").endswith(f"/{ARTIFACTS_FOLDER}")
+        ]
+        for experiment, old in moved:
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (here, experiment)
+            )
+            for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location")):
+                if table in tables:
+                    connection.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE experiment_id = ? AND substr({column}, 1, ?) = ?",
+                        (here, len(old) + 1, experiment, len(old), old),
+                    )
+
+
 class Tracker:
     """A thin layer over :class:`MlflowClient` for bnn-study's run tree."""
 
@@ -167,6 +218,8 @@ class Tracker:
         self.uri = tracking_uri(uri)
         try:
             _probe_database(self.uri)
+            if self.uri.startswith("sqlite:///"):
+                follow_moved_store(Path(self.uri.removeprefix("sqlite:///")))
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment_id(experiment)
         except (MlflowException, SQLAlchemyError, ImportError) as exc:
@@ -188,16 +241,16 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        artifacts = None
-        if self.uri.startswith("sqlite:///"):
-            artifacts = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=artifacts)
+            return self.client.create_experiment(name, artifact_location=artifact_root(self.uri))
         except MlflowException:  # another process created it first
             return self.client.get_experiment_by_name(name).experiment_id
 
-    def find_or_create_parent(self, key: str, name: str, tags: Mapping[str, str]) -> str:
-        """The parent run tagged with ``key``, created on first use (so stages of one pipeline share it)."""
+    def find_or_create_parent(
+        self, key: str, name: str, tags: Mapping[str, str], params: Mapping[str, Any] = ()
+    ) -> str:
+        """The parent run tagged with ``key``, created on first use (so stages of one pipeline share
+        it) with ``params``: comparing parents in the MLflow UI shows what sets them apart."""
         found = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1
         )
@@ -206,6 +259,7 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id, run_name=name, tags={RUN_KEY_TAG: key, **source_tags(), **git_tags(), **tags}
         )
+        self.run_logger(run.info.run_id).log_params(params)
         return run.info.run_id
 
     def latest_run(self, tag: str, value: str) -> str | None:

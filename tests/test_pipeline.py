@@ -35,7 +35,14 @@ STAGES = ["validate", "prepare", "stage1", "stage2", "evaluate"]
 EXPORT = ["export"]
 STUDY_STAGES = ["ablate@wd", "ablate@optimizer", "ablate@stages", "ablate@latent", "report"]
 RUNNING = re.compile(r"^Running stage '([^']+)':", re.MULTILINE)
-EVALUATE_KEYS = {"test_acc", "val_acc", "ff_ratio", "c2i_ratio", "changed_from_init", "saturation"}
+EVALUATE_KEYS = {
+    "test_acc",
+    "val_acc",
+    "ff_ratio",
+    "c2i_ratio",
+    "changed_from_init",
+    "saturation",
+}
 TIMEOUT = 600  # seconds per command: generous, only there so a hang fails instead of blocking CI
 
 
@@ -118,7 +125,25 @@ class Project:
         YAML().dump(params, self.params_path)
 
     def metrics(self, stage: str = "evaluate") -> dict:
-        return json.loads((self.root / "runs" / stage / "metrics.json").read_text())
+        """A stage's numbers: its DVC metrics, and its details where it writes them apart."""
+        folder = self.root / "runs" / stage
+        numbers = json.loads((folder / "metrics.json").read_text())
+        if (folder / "details.json").exists():
+            numbers |= json.loads((folder / "details.json").read_text())
+        return numbers
+
+    def table(self, *args: str, width: int = 200) -> str:
+        """A DVC command's table as a terminal ``width`` characters wide shows it."""
+        proc = subprocess.run(
+            ["dvc", *args], cwd=self.root, env={**self.env, "COLUMNS": str(width)},
+            capture_output=True, text=True, timeout=TIMEOUT, check=True,
+        )  # fmt: skip
+        return proc.stdout
+
+
+def fits(table: str, width: int = 200) -> bool:
+    """Every column shown in full (rich elides a squeezed cell with "…") within ``width``."""
+    return "…" not in table and max(map(len, table.splitlines())) <= width
 
 
 def isolated_env(scratch: Path) -> dict[str, str]:
@@ -208,7 +233,7 @@ def test_figures(project: Project) -> None:
 
 
 def test_dvc_plots_show_offline_images_and_names_every_axis(project: Project) -> None:
-    """The interactive plots load their chart library from the network; the images do not."""
+    """Every plot of dvc.yaml is shown, its axes named (tests/test_plots_offline.py renders them)."""
     shown = json.loads(project.dvc("plots", "show", "--json").stdout)["data"]
     images = {name for name, entries in shown.items() if entries[0]["type"] == "image"}
     assert {"runs/evaluate/curves.png", "runs/evaluate/latent_weights.png"} <= images
@@ -219,14 +244,17 @@ def test_dvc_plots_show_offline_images_and_names_every_axis(project: Project) ->
             assert json.dumps({"title": label})[1:-1] in spec, (name, label)
 
 
-def test_dvc_metrics_show(project: Project) -> None:
+def test_dvc_metrics_show_is_what_a_user_compares_and_fits_a_terminal(project: Project) -> None:
     shown = json.loads(project.dvc("metrics", "show", "--json").stdout)
     (workspace,) = shown.values()  # one revision: the workspace
+    assert set(workspace["data"]) == {"runs/evaluate/metrics.json", "runs/export/metrics.json"}
     evaluate = workspace["data"]["runs/evaluate/metrics.json"]["data"]
-    assert {"test_acc", "ff_ratio"} <= set(evaluate)
-    assert set(workspace["data"]) >= {"runs/stage1/metrics.json", "runs/stage2/metrics.json"}
+    assert set(evaluate) == {"test_acc", "stage1_val_acc", "ff_ratio", "c2i_ratio"}
     export = workspace["data"]["runs/export/metrics.json"]["data"]
+    assert set(export) == {"export_acc", "match", "onnx_match"}
     assert export["match"] and export["export_acc"] == evaluate["test_acc"]
+    table = project.table("metrics", "show")
+    assert fits(table, width=120), table
 
 
 def test_export_is_the_evaluated_network_at_one_bit(project: Project) -> None:
@@ -265,6 +293,17 @@ def test_mlflow_run_tree(project: Project) -> None:
     assert parent.data.tags["data_hash"] == fingerprint
     assert parent.data.tags["mlflow.source.git.commit"] == project.first_commit
     assert parent.data.tags["bnn.git_dirty"] == "false"
+    # Parents are told apart by name and compared by params in the UI (not "pipeline", no params).
+    params = tiny_params()
+    s1, s2 = params["stage1"], params["stage2"]
+    assert parent.info.run_name == (
+        f"mlp-32 | s1 {s1['optimizer']} lr {s1['lr']:g} wd {s1['weight_decay']:g} "
+        f"| s2 {s2['optimizer']} lr {s2['lr']:g} wd {s2['weight_decay']:g} | seed {params['seed']}"
+    )
+    for key in ("stage1.lr", "stage2.weight_decay", "model.width", "data.name", "seed"):
+        section, _, field = key.rpartition(".")
+        assert parent.data.params[key] == str(params[section][field] if section else params[field]), key
+    assert "dvc.exp_name" not in parent.data.tags, "a plain dvc repro is no DVC experiment"
     for key in ("test_acc", "ff_ratio", "c2i_ratio"):
         assert parent.data.metrics[key] == pytest.approx(project.first_metrics[key]), key
 
@@ -386,7 +425,15 @@ def test_a_queued_experiment_uses_the_projects_stores_and_retrains_no_ablation_c
         for r in client.search_runs([experiment.experiment_id], max_results=1000)
         if r.info.run_id not in before
     ]
-    assert sorted(run.info.run_name for run in new) == ["evaluate", "export", "pipeline", "stage1", "stage2"]
+    (parent,) = [run for run in new if run.data.tags.get("bnn.kind") == "pipeline"]
+    # The parent is the DVC experiment's: named after it, tagged with it and its baseline commit.
+    exp_name = parent.data.tags["dvc.exp_name"]
+    assert parent.info.run_name == exp_name and exp_name in project.dvc("exp", "list", "--name-only").stdout
+    assert parent.data.tags["dvc.baseline_rev"] == project.git("rev-parse", "HEAD")
+    assert float(parent.data.params["stage1.weight_decay"]) == pytest.approx(1e-5)
+    assert sorted(run.info.run_name for run in new) == sorted(
+        ["evaluate", "export", exp_name, "stage1", "stage2"]
+    )
     (stage1,) = [run for run in new if run.info.run_name == "stage1"]
     assert float(stage1.data.params["stage1.weight_decay"]) == pytest.approx(1e-5)
     after = {path: path.stat().st_mtime_ns for path in (project.root / ".cache" / "cells").glob("*.json")}
@@ -396,6 +443,13 @@ def test_a_queued_experiment_uses_the_projects_stores_and_retrains_no_ablation_c
     )
     shown = project.dvc("exp", "show", "--csv").stdout
     assert "1e-05" in shown, shown
+    # The README's view of "which experiment is better" fits a terminal: the metrics, the params that
+    # differ, and the experiments' names.
+    table = project.table("exp", "show", "--only-changed", "--drop", ".*/")
+    assert fits(table), table
+    header = table.splitlines()[1].split()
+    assert {"test_acc", "export_acc", "stage1.weight_decay"} <= set(header), table
+    assert not [column for column in header if "/" in column], "no file hashes"
 
 
 def test_a_changed_data_file_reruns_prepare_and_the_old_one_comes_from_the_run_cache(
@@ -444,9 +498,18 @@ def test_an_unknown_top_level_key_fails_dvc_repro_in_one_line(project: Project) 
     assert "Traceback" not in output
 
 
+def workspace_files(project: Project) -> dict[str, bytes]:
+    """Every file of the workspace but git's and DVC's own state, with its content."""
+    skip = (".git", ".dvc")
+    return {
+        path.relative_to(project.root).as_posix(): path.read_bytes()
+        for path in sorted(project.root.rglob("*"))
+        if path.is_file() and path.relative_to(project.root).parts[0] not in skip
+    }
+
+
 def test_invalid_params_fail_in_one_line_and_keep_results(project: Project) -> None:
-    kept = ["runs/stage2/model.pt", "runs/evaluate/metrics.json"]
-    before = {path: (project.root / path).read_bytes() for path in kept}
+    before = workspace_files(project)
     original = project.params_path.read_text()
     params = project.read_params()
     params["stage2"]["lrr"] = params["stage2"]["lr"]
@@ -462,7 +525,62 @@ def test_invalid_params_fail_in_one_line_and_keep_results(project: Project) -> N
     errors = [line for line in output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "stage2.lrr" in errors[0], output
     assert "Traceback" not in output
-    for path, content in before.items():
-        assert (project.root / path).read_bytes() == content, f"{path} changed by a failed run"
+    after = workspace_files(project)
+    assert set(after) == set(before), (
+        "a refused params.yaml added or removed files (DVC removes a stage's outputs)"
+    )
+    changed = [path for path in before if after[path] != before[path]]
+    assert changed == [], f"changed by a refused params.yaml: {changed}"
     # The failed run recorded nothing: with the params restored, the pipeline is up to date again.
     assert stages_run(project.dvc("repro", "evaluate").stdout) == ["validate"]
+
+
+def test_a_moved_project_keeps_working_and_writes_nothing_under_its_old_path(
+    project: Project, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``mv`` of a project that has run (last in this file: it moves the module's project). In the new
+    folder ``dvc repro``, a queued experiment, a search and an export by MLflow run id work, and
+    nothing is written under the old path, which MLflow's absolute artifact locations would recreate."""
+    from mlflow.tracking import MlflowClient
+
+    def stage2_runs(root: Path) -> list:
+        client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("bnn-study")
+        return client.search_runs(
+            [experiment.experiment_id], "attributes.run_name = 'stage2'", max_results=1000
+        )
+
+    old = project.root
+    earlier = stage2_runs(old)[-1].info.run_id  # a run whose network was logged before the move
+    project.write_params(tiny_params())
+    project.commit("before the move")
+    new = tmp_path_factory.mktemp("moved") / "project"
+    shutil.move(old, new)
+    project.root = new
+    try:
+        params = project.read_params()
+        params["stage2"]["lr"] = 3e-3
+        project.write_params(params)
+        assert "stage2" in stages_run(project.dvc("repro", "export").stdout)
+        project.commit("stage 2 at another lr")
+
+        project.dvc("exp", "run", "--queue", "-S", "stage2.lr=4e-3", "export")
+        project.dvc("queue", "start")
+        deadline = time.monotonic() + TIMEOUT
+        while "Queued" in (status := project.dvc("queue", "status").stdout) or "Running" in status:
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
+        assert "Success" in status, status + project.dvc("queue", "logs", "--fail", check=False).stdout
+
+        project.run("python", "-m", "study.search", "--trials", "2", "--study-name", "moved",
+                    "--stage1-candidates", "0", "--pruner", "none")  # fmt: skip
+        exported = project.run("python", "-m", "study.export", earlier).stdout
+        assert (new / "exports" / f"mlflow-{earlier}.bnn").exists(), exported
+
+        assert not old.exists(), sorted(str(p) for p in old.rglob("*"))
+        here = (new / "mlartifacts").as_uri()
+        runs = stage2_runs(new)
+        assert len(runs) >= 3 and all(run.info.artifact_uri.startswith(here) for run in runs)
+    finally:
+        shutil.move(new, old)
+        project.root = old

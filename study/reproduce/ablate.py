@@ -2,7 +2,12 @@
 
     python -m study.reproduce ablate all                 # every ablation of params.yaml's `ablation` section
     python -m study.reproduce ablate wd --workers 2      # one ablation, two local worker processes
-    python -m study.reproduce ablate all --quick         # few seeds and epochs: a smoke run
+    python -m study.reproduce ablate all --quick         # few seeds and epochs: a smoke run (reports/quick/)
+
+Results go to ``reports/ablations/NAME.json`` and ``.csv``, the reproduction's results (the DVC
+stage ``ablate``'s outputs). A ``--quick`` run writes them to ``reports/quick/`` (git-ignored)
+instead, never over the reproduction's; ``--out`` sets the folder either way. The report on a quick
+run: ``python -m study.reproduce report --results reports/quick --out reports/quick/reproduction.md``.
 
 Ablations (grids in ``params.yaml`` → ``ablation``):
 
@@ -66,7 +71,8 @@ from study.stage1_store import Stage1Cache
 from study.tracking import Tracker
 from study.workers import run_workers
 
-RESULTS = PROJECT_ROOT / "reports" / "ablations"
+RESULTS = PROJECT_ROOT / "reports" / "ablations"  # the DVC stage's outputs: only a full run writes them
+QUICK_RESULTS = PROJECT_ROOT / "reports" / "quick"  # --quick (smoke) runs, git-ignored
 SERIES = ("history", "histogram", "rel_histogram", "test_predictions")  # per cell, in the JSON only
 STORE = STORE_ROOT / ".cache"
 
@@ -191,19 +197,29 @@ def stage_budget(params: Params) -> dict[str, int]:
     }
 
 
+def results_folder(quick: bool, out_dir: Path | None = None) -> Path:
+    """Where an ablation's results go: ``out_dir`` if given, else ``reports/ablations/`` (the DVC
+    stage's outputs) for a full run and ``reports/quick/`` for a quick one, which never overwrites them."""
+    if out_dir is not None:
+        return out_dir
+    return QUICK_RESULTS if quick else RESULTS
+
+
 def run_ablation(
     name: str,
     params: Params,
     *,
     quick: bool = False,
     workers: int = 1,
-    out_dir: Path = RESULTS,
+    out_dir: Path | None = None,
     store_dir: Path = STORE,
     data_path: Path = PREPARED_DATA,
 ) -> pd.DataFrame:
     """Run (or reuse) every cell of ``name`` on the prepared data set (the ``prepare`` stage's output);
-    write ``<out_dir>/<name>.csv`` and ``.json``. The optimizer ablation extends its learning-rate
-    sweeps until each optimum is bracketed (:mod:`study.reproduce.lr_bracket`)."""
+    write ``<out_dir>/<name>.csv`` and ``.json`` (by default :func:`results_folder`'s). The optimizer
+    ablation extends its learning-rate sweeps until each optimum is bracketed
+    (:mod:`study.reproduce.lr_bracket`)."""
+    out_dir = results_folder(quick, out_dir)
     settings = ablation_settings(params, quick)
     base = ablation_base(params, quick)
     data = PreparedData.load(data_path)
@@ -245,7 +261,8 @@ def run_ablation(
     }
     write_json(out_dir / f"{name}.json", summary)
     failed = table["failure"].notna().sum() if "failure" in table else 0
-    print(f"ablation {name}: {len(cells)} cells ({failed} failed) -> {out_dir / f'{name}.csv'}")
+    kind = " (quick: a smoke run)" if quick else ""
+    print(f"ablation {name}{kind}: {len(cells)} cells ({failed} failed) -> {out_dir / name}.csv and .json")
     return table
 
 
@@ -305,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="ablation.quick_seeds seeds and ablation.quick_epochs epochs per stage (latent included)",
+        help="ablation.quick_seeds seeds and ablation.quick_epochs epochs per stage (latent included): a "
+        "smoke run, its results in reports/quick/ (git-ignored) unless --out says where",
     )
     parser.add_argument(
         "--workers",
@@ -314,7 +332,12 @@ def main(argv: list[str] | None = None) -> None:
         help="local worker processes (default: ablation.workers in params.yaml)",
     )
     parser.add_argument("--params", type=Path, default=PROJECT_ROOT / "params.yaml")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results folder (default: reports/ablations/, the DVC stage's outputs; with --quick, "
+        "reports/quick/)",
+    )
     parser.add_argument(
         "--data", type=Path, default=PREPARED_DATA, help="the prepared data set (default %(default)s)"
     )

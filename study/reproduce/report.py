@@ -282,10 +282,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--results", type=Path, default=RESULTS, help="ablation results (default %(default)s)"
     )
-    parser.add_argument("--out", type=Path, default=REPORT, help="the report file (default %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"the report file (default {REPORT}, the DVC stage's, for the default results; else "
+        "reproduction.md in the results folder: a report on other results never replaces it)",
+    )
     args = parser.parse_args(argv)
+    out = args.out or (
+        REPORT if args.results.resolve() == RESULTS.resolve() else args.results / "reproduction.md"
+    )
     margin = load_params().ablation.margin
-    report, figures, claims = write_report(args.results, args.out, margin)
+    report, figures, claims = write_report(args.results, out, margin)
     log_to_mlflow(args.results, report, figures, claims)
     print(
         verdict_table(claims)[["claim", "effect", "ci_low", "ci_high", "n", "mde", "verdict"]].to_string(

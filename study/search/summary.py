@@ -8,6 +8,8 @@ figures (:mod:`study.search.figures`) ``history.png``, ``hyperparameters.png``, 
 
 from __future__ import annotations
 
+import json
+import statistics
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,15 @@ from ruamel.yaml import YAML  # noqa: E402
 from bnn import PreparedData, evaluate, set_mode  # noqa: E402
 from study.artifacts import atomic_write, write_csv  # noqa: E402
 from study.config import Params  # noqa: E402
+from study.paths import PROJECT_ROOT  # noqa: E402
 from study.render import render, table  # noqa: E402
 from study.runner import new_model  # noqa: E402
 from study.search import candidates as stage1_candidates  # noqa: E402
 from study.search.figures import ff_c2i_figure, history_figure, hyperparameter_figure, pareto_figure  # noqa: E402
 from study.search.run import SearchRun, checkpoint_path  # noqa: E402
-from study.tracking import CHECKPOINT_ARTIFACTS, Tracker  # noqa: E402
+from study.tracking import CHECKPOINT_ARTIFACTS, Tracker, flatten  # noqa: E402
+
+ABLATIONS = PROJECT_ROOT / "reports" / "ablations"  # the reproduction's results, read only to size it
 
 STAGE_KEYS = [
     f"{stage}.{key}" for stage in ("stage1", "stage2") for key in ("optimizer", "lr", "weight_decay")
@@ -144,14 +149,36 @@ def write_yaml(path: Path, data: dict, fixed: dict[str, Any]) -> Path:
     return atomic_write(path, dump)
 
 
-def exp_run_command(tree: dict[str, Any], prefix: str = "") -> str:
-    flags = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flags.append(exp_run_command(value, f"{prefix}{key}.").removeprefix("dvc exp run "))
-        else:
-            flags.append(f"-S {prefix}{key}={value}")
-    return "dvc exp run " + " ".join(flags)
+def exp_run_command(tree: dict[str, Any], target: str = "export") -> str:
+    """``dvc exp run TARGET -S key=value ...``: the pipeline up to ``target`` with these settings (with
+    no target DVC would run every stage, the reproduction study's ablations included)."""
+    flags = [f"-S {key}={value}" for key, value in flatten(tree).items()]
+    return " ".join(["dvc exp run", *([target] if target else []), *flags])
+
+
+def study_cost(trials: list[FrozenTrial], params: Params, ablations: Path = ABLATIONS) -> str:
+    """What ``dvc exp run`` with no target adds to the pipeline: the reproduction's ablations, sized by
+    the epochs their last results in ``ablations`` trained, timed at this search's median seconds per
+    epoch (complete trials that trained their own stage 1). An upper bound: cells that do not depend
+    on the new settings, and shared stage-1 runs, are taken from the cell store."""
+    runs = epochs = 0
+    for path in sorted(ablations.glob("*.json")):
+        cells = json.loads(path.read_text()).get("cells", [])
+        runs += len(cells)
+        epochs += sum(len(cell.get("history", [])) for cell in cells)
+    if not runs:
+        return f"the reproduction's ablations (no results in {ablations} to size them)"
+    searched = params.with_overrides(params.search.fixed)
+    per_trial = searched.stage1.epochs + searched.stage2.epochs
+    seconds = [
+        t.duration.total_seconds() / per_trial
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.duration and not t.user_attrs.get("stage1_cached")
+    ]
+    size = f"up to {runs:,} cell runs, {epochs:,} epochs in all (as in {ablations.name}/)"
+    if not seconds:
+        return size
+    return f"{size}, about {epochs * statistics.median(seconds) / 60:,.0f} min at this search's speed"
 
 
 def pareto_frame(study: optuna.Study, frame: pd.DataFrame) -> pd.DataFrame:
@@ -219,7 +246,7 @@ def summarize(study: optuna.Study, run: SearchRun, tracker: Tracker, data: Prepa
     if front is not None:
         write_csv(out / "pareto.csv", front[columns])
     figures = draw_figures(frame, front, out)
-    text = summary_text(run, top, front, scores, best, test, best_yaml, overrides)
+    text = summary_text(run, trials, top, front, scores, best, test, best_yaml, overrides)
     atomic_write(out / "summary.md", lambda tmp: tmp.write_text(text))
     print("\n" + text + f"results: {out}")
     parent = tracker.run_logger(run.parent_run_id)
@@ -244,7 +271,7 @@ def best_results(study: optuna.Study, run: SearchRun, tracker: Tracker, data: Pr
     return best, overrides, best_yaml, test
 
 
-def summary_text(run: SearchRun, top, front, scores, best, test, best_yaml: Path, overrides) -> str:
+def summary_text(run: SearchRun, trials, top, front, scores, best, test, best_yaml: Path, overrides) -> str:
     pareto_columns = ["number", *dict.fromkeys(STAGE_KEYS), "val_acc", "ff_ratio"]
     return render(
         "study.search",
@@ -258,6 +285,8 @@ def summary_text(run: SearchRun, top, front, scores, best, test, best_yaml: Path
         test=test,
         best_yaml=best_yaml.name,
         command=exp_run_command(nested(overrides)),
+        full_command=exp_run_command(nested(overrides), target=""),
+        study_cost=study_cost(trials, run.params),
     )
 
 

@@ -1,5 +1,9 @@
+import builtins
+import io
 import os
 import pickle
+import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +122,101 @@ def test_cifar10_missing_folder_and_file(tmp_path, cifar_root):
     (cifar_root / "cifar-10-batches-py" / "data_batch_5").unlink()
     with pytest.raises(DataError, match="data_batch_5"):
         DATASETS["cifar10"](cifar_root, None)
+
+
+class _Payload:
+    """Unpickling this calls ``call(*args)``: what a crafted batch makes a plain ``pickle.load`` do."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def _crafted_batch(folder: Path, name: str, call, *args) -> Path:
+    """Replace ``folder/name`` by a real-looking batch whose ``data`` runs ``call(*args)`` when unpickled."""
+    batch = _cifar_batch(np.random.default_rng(1), 20)
+    batch[b"data"] = _Payload(call, *args)
+    (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return folder / name
+
+
+def _crafted(marker: Path) -> list:
+    """(call, args, the global the file names) for three ways of writing ``marker``."""
+    return [
+        (os.system, (f"touch '{marker}'",), f"{os.system.__module__}.system"),  # posix.system
+        (builtins.exec, (f"open({str(marker)!r}, 'w').close()",), "builtins.exec"),
+        (subprocess.Popen, (["touch", str(marker)],), "subprocess.Popen"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_cifar10_crafted_batch_is_refused_not_run(cifar_root, case):
+    """Issue 19: a batch file is data, never code; the refusal names the file and the global."""
+    marker = cifar_root / "pwned"
+    call, args, refused = _crafted(marker)[case]
+    file = _crafted_batch(cifar_root / "cifar-10-batches-py", "data_batch_1", call, *args)
+    with pytest.raises(DataError, match=re.escape(f"{file}: refused to load `{refused}`")):
+        DATASETS["cifar10"](cifar_root, None)
+    assert not marker.exists()
+
+
+def test_prepare_cifar10_without_checksums_refuses_crafted_batch(cifar_root):
+    """The path `data.verify_checksums: false` takes: the crafted file is refused in one line."""
+    marker = cifar_root / "pwned"
+    file = _crafted_batch(cifar_root / "cifar-10-batches-py", "data_batch_2", os.system, f"touch '{marker}'")
+    with pytest.raises(DataError) as error:
+        prepare_data(
+            "cifar10", cifar_root, val_fraction=0.2, test_fraction=0.3, seed=1, verify_checksums=False
+        )
+    assert str(error.value) == (
+        f"{file}: refused to load `{os.system.__module__}.system` (a CIFAR-10 batch holds only arrays, "
+        "lists, strings and numbers)"
+    )
+    assert not marker.exists()
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Protocol 2 as Python 2 wrote the CIFAR-10 release: every str and bytes is a py2 ``str``."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj):
+        data = obj.encode() if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = dispatch[str] = save_py2_str
+
+
+def _python2_dumps(obj) -> bytes:
+    stream = io.BytesIO()
+    _Python2Pickler(stream, protocol=2).dump(obj)
+    return stream.getvalue().replace(b"cnumpy._core.", b"cnumpy.core.")  # numpy 1's module names
+
+
+@pytest.mark.parametrize("protocol", ["python2", 2, 4, 5])
+def test_cifar10_genuine_format_still_loads(cifar_root, protocol):
+    """The release (Python 2, protocol 2, ``numpy.core``) and copies re-pickled under Python 3 load."""
+    folder = cifar_root / "cifar-10-batches-py"
+    rng = np.random.default_rng(2)
+    batches = {name: _cifar_batch(rng, 20) for name in CIFAR10_FILES[:6]}
+    batches["test_batch"][b"batch_label"] = b""  # Python 3 pickles b"" as `bytes()` under protocol 2
+    meta = {b"label_names": [n.encode() for n in CIFAR_NAMES], b"num_vis": 3072, b"num_cases_per_batch": 20}
+    for name, content in {**batches, "batches.meta": meta}.items():
+        raw = _python2_dumps(content) if protocol == "python2" else pickle.dumps(content, protocol=protocol)
+        (folder / name).write_bytes(raw)
+    if protocol == "python2":
+        assert b"cnumpy.core.multiarray\n_reconstruct\n" in (folder / "test_batch").read_bytes()
+    pool, official_test, classes = DATASETS["cifar10"](cifar_root, None)
+    assert classes == CIFAR_NAMES
+    expected = np.concatenate([batches[name][b"data"] for name in CIFAR10_FILES[:5]])
+    assert torch.equal(pool.images, torch.from_numpy(expected.reshape(-1, 3, 32, 32)))
+    assert official_test.labels.tolist() == batches["test_batch"][b"labels"]
 
 
 def _write_image(path: Path, size: tuple[int, int], color, mode: str = "RGB") -> None:

@@ -10,8 +10,10 @@ from study.render import render, table
 def test_a_template_gets_every_name_it_uses():
     text = render("study.search", "summary.md.j2", study_name="s", top="| t |", pareto=None, pareto_size=0,
                   importances=None, best=type("Best", (), {"number": 3, "user_attrs": {"val_acc": 0.5}}),
-                  test={"acc": 0.25}, best_yaml="best_params.yaml", command="dvc exp run -S a=1")  # fmt: skip
-    assert text.startswith("# Search `s`\n") and text.endswith("dvc exp run -S a=1\n")
+                  test={"acc": 0.25}, best_yaml="best_params.yaml", command="dvc exp run export -S a=1",
+                  full_command="dvc exp run -S a=1", study_cost="12 cells")  # fmt: skip
+    assert text.startswith("# Search `s`\n") and "\n      dvc exp run export -S a=1\n" in text
+    assert "(`dvc exp run -S a=1`) DVC would also re-run" in text and text.endswith("settings: 12 cells.\n")
     assert "## Best trial 3" in text and "val_acc 0.5000, test_acc 0.2500" in text
     assert "Pareto" not in text and "importances" not in text
     with pytest.raises(jinja2.UndefinedError, match="study_name"):

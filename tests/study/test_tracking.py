@@ -84,6 +84,56 @@ def test_experiment_artifacts_live_beside_the_sqlite_file(tracker, store_uri):
     assert Tracker(store_uri, experiment=experiment.name).experiment_id == tracker.experiment_id
 
 
+def test_every_database_store_gets_an_explicit_artifact_root():
+    """Never MLflow's fallback (``./mlruns`` in the working directory): a PostgreSQL store too."""
+    assert (
+        tracking.artifact_root("postgresql+psycopg2://u@host/db")
+        == (tracking.STORE_ROOT / "mlartifacts").as_uri()
+    )
+    assert tracking.artifact_root("sqlite:////data/x/mlflow.db") == "file:///data/x/mlartifacts"
+    assert tracking.artifact_root("http://127.0.0.1:5000") is None  # the server's own --artifacts-destination
+
+
+def _store_with_a_run(folder: Path) -> str:
+    """A project-like folder whose SQLite store holds one finished run with one artifact."""
+    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}", experiment="moved")
+    (folder / "model.pt").write_bytes(b"weights")
+    with tracker.child(None, "stage2") as run:
+        run.log_artifacts([folder / "model.pt"], "model")
+    return run.run_id
+
+
+@pytest.mark.parametrize("how", ["move", "copy"])
+def test_a_moved_or_copied_store_follows_its_folder(tmp_path, how):
+    import shutil
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    run_id = _store_with_a_run(old)
+    (shutil.move if how == "move" else shutil.copytree)(old, new)
+    if how == "copy":
+        old_files = sorted(p for p in old.rglob("*") if p.is_file())
+
+    tracker = Tracker(f"sqlite:///{new / 'mlflow.db'}", experiment="moved")
+    here = (new / "mlartifacts").as_uri()
+    assert tracker.client.get_experiment(tracker.experiment_id).artifact_location == here
+    assert tracker.client.get_run(run_id).info.artifact_uri.startswith(f"{here}/")
+    # An earlier run's artifacts are found in the new folder, and new runs write there.
+    fetched = Path(tracker.client.download_artifacts(run_id, "model/model.pt", str(tmp_path)))
+    assert fetched.read_bytes() == b"weights"
+    (new / "figure.png").write_bytes(b"png")
+    with tracker.child(None, "evaluate") as later:
+        later.log_artifacts([new / "figure.png"])
+    assert tracker.client.get_run(later.run_id).info.artifact_uri.startswith(f"{here}/")
+    assert any(new.joinpath("mlartifacts").rglob("figure.png"))
+    if how == "move":
+        assert not old.exists(), "nothing is written under the old path"
+    else:
+        assert sorted(p for p in old.rglob("*") if p.is_file()) == old_files, "the original is left alone"
+        original = Tracker(f"sqlite:///{old / 'mlflow.db'}", experiment="moved")
+        assert original.client.get_run(run_id).info.artifact_uri.startswith((old / "mlartifacts").as_uri())
+
+
 # --- the commit and whether the checkout is dirty -------------------------------------------------
 
 DVC_YAML = """

@@ -8,7 +8,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +31,7 @@ from study.stage1_store import stage1_key
 from study.tracking import PARENT_TAG
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow's SQLAlchemy store
+PROJECT = Path(__file__).resolve().parents[3]
 
 WD_GRID = {"stage1": [0.0, 5.0e-6, 1.0e-4], "stage2": [0.0, 1.0e-5]}
 PAPER = (5.0e-6, 0.0)  # the base weight decays: stage 1 5e-6, stage 2 0
@@ -341,6 +345,42 @@ def write_params(folder: Path) -> Path:
         YAML().dump(raw, stream)
     prepare(load_params(path)).save(folder / "data.pt")  # what the DVC stage prepare writes
     return path
+
+
+def test_a_quick_run_goes_to_reports_quick_and_a_full_one_to_the_dvc_stages_folder(tmp_path):
+    """Without --out: reports/ablations/ (the DVC stage's outputs) for a full run only; --out wins."""
+    reports = ablate.PROJECT_ROOT / "reports"
+    assert ablate.results_folder(quick=False) == ablate.RESULTS == reports / "ablations"
+    assert ablate.results_folder(quick=True) == ablate.QUICK_RESULTS == reports / "quick"
+    assert ablate.results_folder(quick=True, out_dir=tmp_path) == tmp_path
+    ignored = subprocess.run(["git", "-C", str(PROJECT), "check-ignore", "-q", "reports/quick/wd.json"])
+    assert ignored.returncode == 0, "reports/quick/ is not git-ignored"
+
+
+@pytest.mark.slow
+def test_a_quick_run_by_hand_leaves_the_reproductions_results_alone(tmp_path):
+    """``ablate stages --quick`` in a project whose reports/ablations/ holds the DVC stage's results:
+    those keep their bytes (and times); the smoke run's go to reports/quick/, as its line says."""
+    root = tmp_path / "project"
+    root.mkdir()
+    write_params(root)
+    (root / "data" / "prepared").mkdir(parents=True)
+    (root / "data.pt").rename(root / "data" / "prepared" / "data.pt")  # where the DVC stage prepare puts it
+    reproduction = root / "reports" / "ablations"
+    reproduction.mkdir(parents=True)
+    for suffix in ("csv", "json"):
+        (reproduction / f"stages.{suffix}").write_text(f"the reproduction's stages.{suffix}\n")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in reproduction.iterdir()}
+    env = {**os.environ, "BNN_STUDY_ROOT": str(root), "PYTHONPATH": str(PROJECT)}
+    done = subprocess.run([sys.executable, "-m", "study.reproduce", "ablate", "stages", "--quick"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in reproduction.iterdir()} == before
+    quick = root / "reports" / "quick"
+    assert sorted(p.name for p in quick.iterdir()) == ["stages.csv", "stages.json"]
+    assert json.loads((quick / "stages.json").read_text())["quick"] is True
+    assert len(pd.read_csv(quick / "stages.csv")) == 2 * 3  # two trainings x quick_seeds
+    assert f"-> {quick / 'stages'}.csv and .json" in done.stdout
 
 
 def store_files(store: Path) -> dict[str, int]:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from test_search import TINY_SPACE, finished_numbers, mlflow_runs, search_args, write_params
 
 import study.search.trial
+import study.tracking
 from bnn import NonFiniteLossError
 from study.cli import run_main
 from study.search.__main__ import main
@@ -37,8 +38,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 
 
 @pytest.fixture
-def databases():
-    """A factory of fresh PostgreSQL databases on the test server, dropped afterwards."""
+def databases(tmp_path, monkeypatch):
+    """A factory of fresh PostgreSQL databases on the test server, dropped afterwards.
+
+    An MLflow store on one keeps its artifacts under the store root (:func:`study.tracking.artifact_root`),
+    which in this process is the checkout: it is the test's folder instead, as ``BNN_STUDY_ROOT`` makes it
+    for the commands these tests start."""
+    monkeypatch.setattr(study.tracking, "STORE_ROOT", tmp_path)
     created = []
     admin = sqlalchemy.create_engine(SERVER, isolation_level="AUTOCOMMIT")
 

@@ -121,7 +121,41 @@ def test_search_summary_is_the_template_filled_with_the_trials_tables(searched):
     assert [cell.strip() for cell in header.strip("|").split("|")] == list(top.columns)
     best = int(re.search(r"^## Best trial (\d+)$", text, flags=re.MULTILINE).group(1))
     assert f"val_acc {top['val_acc'].max():.4f}" in text and best in set(top["number"])
-    assert "dvc exp run -S stage" in text and "{{" not in text
+    # The advice runs the pipeline up to its export, and says what the whole study would add.
+    (command,) = [line.strip() for line in text.splitlines() if line.strip().startswith("dvc exp run ")]
+    assert command.startswith("dvc exp run export -S stage"), command
+    assert "With no target (`dvc exp run -S stage" in text and "re-run the reproduction study" in text
+    assert "{{" not in text
+
+
+def test_the_whole_study_is_sized_from_the_ablations_results_and_timed_at_the_search_speed(tmp_path):
+    import datetime
+    import json
+
+    from study.search.summary import exp_run_command, study_cost
+
+    assert exp_run_command({"stage1": {"lr": 0.01}, "stage2": {"weight_decay": 0}}) == (
+        "dvc exp run export -S stage1.lr=0.01 -S stage2.weight_decay=0"
+    )
+    params = load_params(DEFAULT_PARAMS).with_overrides(
+        {"search.fixed": {"stage1.epochs": 2, "stage2.epochs": 3}}
+    )
+    assert "no results" in study_cost([], params, tmp_path)
+    for name, runs in (("wd", 3), ("latent", 1)):
+        cells = [{"history": [{"epoch": e} for e in range(10)]} for _ in range(runs)]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"cells": cells}))
+    start = datetime.datetime(2026, 1, 1)
+
+    def trial(seconds: float, cached: bool) -> optuna.trial.FrozenTrial:
+        made = optuna.trial.create_trial(value=0.5, user_attrs={"stage1_cached": cached})
+        made.datetime_start, made.datetime_complete = start, start + datetime.timedelta(seconds=seconds)
+        return made
+
+    # 5 epochs per trial: 2 s and 4 s per epoch (a trial whose stage 1 came from the store is left out).
+    trials = [trial(10, False), trial(20, False), trial(1, True), trial(30, False)]
+    assert study_cost(trials, params, tmp_path) == (
+        f"up to 4 cell runs, 40 epochs in all (as in {tmp_path.name}/), about 3 min at this search's speed"
+    )
 
 
 def test_every_trial_is_a_child_run_of_one_parent_with_per_epoch_ff_and_c2i(searched):
