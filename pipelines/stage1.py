@@ -6,6 +6,7 @@ from bnn import PreparedData
 from pipelines.common import PREPARED_DATA, epoch_logger, pipeline_parent, write_stage_outputs
 from study.cli import run_main
 from study.config import load_params
+from study.progress import epoch_lines
 from study.runner import run_stage1
 from study.tracking import Tracker
 
@@ -20,7 +21,12 @@ def main() -> None:
         parent, "stage1", params=logged, tags={"stage": "1", "data_hash": data.fingerprint()}
     ) as run:
         run.log_dataset(data, data.fingerprint())
-        stage = run_stage1(params, data, observers=(epoch_logger(run),), progress=True)
+        stage = run_stage1(
+            params,
+            data,
+            observers=(epoch_logger(run), epoch_lines("stage 1", params.stage1.epochs)),
+            progress=True,
+        )
         meta = {"final": stage.result.final}
         if stage.teacher is not None:
             meta["teacher_state_dict"] = stage.teacher.state_dict()

@@ -13,6 +13,7 @@ from pipelines.common import (
 )
 from study.cli import run_main
 from study.config import load_params
+from study.progress import epoch_lines
 from study.runner import load_teacher, run_stage2
 from study.tracking import Tracker
 
@@ -34,7 +35,7 @@ def main() -> None:
             stage1["state_dict"],
             stage1["init_signs"],
             teacher=teacher,
-            observers=(epoch_logger(run),),
+            observers=(epoch_logger(run), epoch_lines("stage 2", params.stage2.epochs)),
             progress=True,
         )
         write_stage_outputs("stage2", stage, run, {"final": stage.result.final})

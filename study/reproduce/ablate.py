@@ -49,12 +49,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from bnn import NonFiniteLossError, PreparedData
 from study.artifacts import write_csv, write_json
 from study.config import PROJECT_ROOT, Params, load_params
 from study.paths import PREPARED_DATA, STORE_ROOT
+from study.progress import progress
 from study.reproduce.cell_store import CellStore
 from study.reproduce.cells import (
     ABLATIONS,
@@ -173,7 +173,7 @@ def _epoch_logger(mlrun):
 
 
 def watch(store: CellStore, keys: list[str], label: str, stop) -> None:
-    bar = tqdm(total=len(keys), desc=label, unit="cell", disable=None)
+    bar = progress(len(keys), label, "cell")
     while not stop.wait(1.0):
         bar.n = sum(store.path(k).exists() for k in keys)
         bar.refresh()

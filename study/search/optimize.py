@@ -17,9 +17,9 @@ import optuna
 from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from bnn import NonFiniteLossError, PreparedData
+from study.progress import progress
 from study.runner import prepare
 from study.search import candidates as stage1_candidates
 from study.search.run import DIRECTIONS, METRIC_NAMES, SearchRun
@@ -155,8 +155,8 @@ def report_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None
 
 
 def watch(study: optuna.Study, total: int, stop: threading.Event) -> None:
-    """A progress bar over finished trials with the best value so far (terminals only)."""
-    bar = tqdm(total=total, desc="trials", unit="trial", disable=None)
+    """Progress over finished trials with the best value so far (a bar, or lines in a log)."""
+    bar = progress(total, "trials", "trial")
     while not stop.wait(1.0):
         tally = counts(study)
         bar.n = min(total, tally[TrialState.COMPLETE] + tally[TrialState.PRUNED])
