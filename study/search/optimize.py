@@ -166,10 +166,8 @@ def watch(study: optuna.Study, total: int, stop: threading.Event) -> None:
     bar.close()
 
 
-def run_search(run: SearchRun, pool: WorkerPool) -> None:
-    """Create or join the study, run its trials here and in ``pool``'s processes, then summarise it."""
-    from study.search.summary import summarize  # pandas and seaborn: needed only at the end
-
+def open_search(run: SearchRun) -> tuple[optuna.Study, Tracker]:
+    """Create or join the study (once, before any worker starts) and its MLflow parent run."""
     study = create_study(run)
     tracker = Tracker.from_params(run.params)
     key = hashlib.sha256(f"{run.study_name}|{redact(run.storage)}".encode()).hexdigest()[:16]
@@ -185,19 +183,35 @@ def run_search(run: SearchRun, pool: WorkerPool) -> None:
             "objectives": ",".join(run.objectives),
         },
     )
+    return study, tracker
+
+
+def describe(run: SearchRun, study: optuna.Study, workers: str) -> str:
+    """The line a search starts with: where, how many trials, who runs them, how stage 1 is shared."""
     candidates = stage1_candidates.of_study(study)
     shared = (
         f"stage 1 from {len(candidates)} shared candidates" if candidates else "stage 1 sampled per trial"
     )
-    where = f"study {run.study_name!r} on {redact(run.storage)}"
-    print(f"{where}: {run.trials} trials, {len(pool.processes) + 1} worker(s), {shared}")
+    return f"study {run.study_name!r} on {redact(run.storage)}: {run.trials} trials, {workers}, {shared}"
+
+
+def finished_count(study: optuna.Study) -> int:
+    tally = counts(study)
+    return sum(tally[state] for state in FINISHED)
+
+
+def run_search(run: SearchRun, pool: WorkerPool) -> None:
+    """Create or join the study, run its trials here and in ``pool``'s processes, then summarise it."""
+    from study.search.summary import summarize  # pandas and seaborn: needed only at the end
+
+    study, tracker = open_search(run)
+    print(describe(run, study, f"{len(pool.processes) + 1} worker(s)"))
     try:
         data = prepare(run.params)
         pool.run(work, run, lambda stop: watch(load_study(run), run.trials, stop), data)
     except KeyboardInterrupt:
-        tally = counts(study)
         print(
-            f"interrupted: {tally[TrialState.COMPLETE] + tally[TrialState.PRUNED]} of {run.trials} trials "
+            f"interrupted: {finished_count(study)} of {run.trials} trials "
             "finished; run the same command again to complete the study",
             file=sys.stderr,
         )
