@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
-from test_search import TINY_SPACE, finished_numbers, mlflow_runs, search_args, write_params
+from test_search import PROJECT, TINY_SPACE, finished_numbers, mlflow_runs, search_args, write_params
 
 import study.search.trial
 import study.tracking
@@ -83,7 +83,7 @@ def test_killed_worker_trial_is_failed_retried_and_its_run_closed(tmp_path, data
     storage = databases() if backend == "postgres" else f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = databases() if backend == "postgres" else None
     write_params(tmp_path, TINY_SPACE, tracking=tracking, epochs=10)  # trials long enough to be caught
-    env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "CI": "true"}
+    env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "CI": "true", "PYTHONPATH": str(PROJECT)}
     args = search_args(tmp_path, 6, "--workers", "2", "--pruner", "none", "--heartbeat", "1", "--grace", "4",
                        storage=storage)  # fmt: skip
     search = subprocess.Popen([sys.executable, "-m", "study.search", *args], cwd=tmp_path, env=env,
