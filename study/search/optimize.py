@@ -126,10 +126,12 @@ def work(run: SearchRun, worker: int = 0, data: PreparedData | None = None) -> N
     data = data or prepare(run.params)
     objective = Objective(run, data, Tracker.from_params(run.params), stage1_candidates.of_study(study))
     failures = 0
+    adopted: set[int] = set()
     while failures <= run.trials:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        adopt_unbeaten(study, adopted)
         tally = counts(study)
         finished = sum(tally[s] for s in FINISHED)
         if finished >= run.trials:
@@ -146,6 +148,20 @@ def work(run: SearchRun, worker: int = 0, data: PreparedData | None = None) -> N
         )
         last = study.get_trials(deepcopy=False)[-1]
         failures += last.state == TrialState.FAIL and not last.user_attrs.get("surplus", False)
+
+
+def adopt_unbeaten(study: optuna.Study, adopted: set[int]) -> None:
+    """Give each running trial one heartbeat when this worker first sees it.
+
+    Optuna fails a trial whose heartbeat went stale, but never one without any heartbeat: a worker
+    killed between creating its trial and the first beat (Ctrl-C or a cluster's preemption at a trial's
+    start) would leave it running for ever, and the study waiting for it. With this beat, such a trial
+    goes stale after the grace period and is failed and re-queued as any other; a live trial beats on.
+    """
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial._trial_id not in adopted:
+            adopted.add(trial._trial_id)
+            study._storage.record_heartbeat(trial._trial_id)
 
 
 def report_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
