@@ -187,6 +187,23 @@ class SearchConfig(_Section):
         return objectives
 
 
+class LauncherConfig(_Section):
+    """Where the workers of a search run (study/launch.py): ``local`` processes of the command (as
+    ``--workers``), or a job array through submitit: ``slurm``, or ``submitit-local`` (the same code
+    path in local processes, to try it on a laptop). One worker per array task, one GPU per task."""
+
+    kind: Literal["local", "slurm", "submitit-local"] = "local"
+    tasks: PositiveInt = 4  # the job array's size: worker tasks, each one worker process
+    partition: str | None = None  # null: the cluster's default partition
+    time_min: PositiveInt = 240  # each task's time limit; a timed-out or preempted task is requeued
+    gpus_per_task: int = Field(0, ge=0)  # 1 on a GPU partition: the task sees its GPU (CUDA_VISIBLE_DEVICES)
+    cpus_per_task: PositiveInt | None = None  # null: the top-level `threads`
+    mem_gb: float = Field(8.0, gt=0)
+    folder: str | None = None  # submitit's logs and pickles; null: <store root>/submitit (git-ignored)
+    setup: list[str] = []  # shell lines before each task starts (module load ..., source .venv/bin/activate)
+    slurm_additional_parameters: dict[str, str | int | float | bool] = {}  # more #SBATCH flags, as given
+
+
 class WeightDecayGrid(_Section):
     """The ``wd`` ablation's grid. Stage 2's spans four decades, so the FF and C2I trends are fitted over
     a range where they move; the paper's cell (stage 1 5e-6, stage 2 0) is in the defaults."""
@@ -304,6 +321,7 @@ class Params(_Section):
     tracking: TrackingConfig = TrackingConfig()
     search: SearchConfig = SearchConfig()
     ablation: AblationConfig = AblationConfig()
+    launcher: LauncherConfig = LauncherConfig()
 
     @model_validator(mode="after")
     def _search_fits_stages(self) -> Params:

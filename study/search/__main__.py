@@ -7,6 +7,7 @@ trial alone is then evaluated on the test split. Commands:
     python -m study.search --trials 50                 # embedded storage (optuna.db), one worker
     python -m study.search --trials 50 --workers 2     # two local worker processes
     python -m study.search --trials 200 --storage postgresql+psycopg2://user@db/bnn   # on every host
+    python -m study.search --trials 200 --storage postgresql+psycopg2://user@db/bnn --slurm   # a job array
 
 ``--trials N`` means the study ends with N finished (complete or pruned) trials: running the same
 command again after a crash or Ctrl-C completes the missing ones; it neither restarts nor overshoots.
@@ -15,7 +16,8 @@ see :mod:`study.search.candidates`), trained once and then read from the stage-1
 
 This module is the command line only; it imports torch, Optuna and MLflow after the arguments are
 parsed, so ``--help`` answers at once. The study and its workers are in :mod:`study.search.optimize`,
-one trial in :mod:`study.search.trial`, the results in :mod:`study.search.summary`.
+one trial in :mod:`study.search.trial`, the results in :mod:`study.search.summary`; the workers as a
+SLURM job array (params.yaml ``launcher``) in :mod:`study.search.cluster`.
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
 from study.cli import run_main
 from study.paths import PROJECT_ROOT, STORE_ROOT
 from study.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from study.config import LauncherConfig, Params
+    from study.search.run import SearchRun
 
 SEARCH_FLAGS = ("trials", "study_name", "workers", "seed", "pruner", "stage1_candidates")
 
@@ -37,8 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Flags left out are ``None`` here and filled from params.yaml's ``search`` section by :func:`main`."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if any(value is not None and value < 1 for value in (args.trials, args.workers, args.heartbeat)):
-        parser.error("--trials, --workers and --heartbeat must be at least 1")
+    counts = (args.trials, args.workers, args.heartbeat, args.tasks)
+    if any(value is not None and value < 1 for value in counts):
+        parser.error("--trials, --workers, --tasks and --heartbeat must be at least 1")
     if args.stage1_candidates is not None and args.stage1_candidates < 0:
         parser.error("--stage1-candidates must be 0 or more")
     return args
@@ -88,7 +96,30 @@ def build_parser() -> argparse.ArgumentParser:
         "(two objectives, no pruning)",
     )
     add_run_flags(parser)
+    add_launcher_flags(parser)
     return parser
+
+
+def add_launcher_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the workers run: local processes (``--workers``), or a job array (params.yaml ``launcher``)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--launcher",
+        choices=("local", "slurm", "submitit-local"),
+        help="local: worker processes of this command (--workers); slurm: a SLURM job array of "
+        "launcher.tasks workers, one per task (and GPU); submitit-local: the same through submitit's "
+        "local executor, to try it here (default: launcher.kind)",
+    )
+    where.add_argument(
+        "--slurm", dest="launcher", action="store_const", const="slurm", help="short for --launcher slurm"
+    )
+    parser.add_argument("--tasks", type=int, help="the job array's size (default launcher.tasks)")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with a job array: submit, print how to follow the tasks, and return; the same command "
+        "without it writes the summary once the study is complete",
+    )
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -116,49 +147,86 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params_path = args.params or PROJECT_ROOT / "params.yaml"
+    local = (args.launcher or configured(params_path, "launcher", "kind", "local")) == "local"
+    workers = (args.workers or configured_workers(params_path)) if local else 1
     # The other workers start now and import while this process loads torch, Optuna and MLflow.
-    with WorkerPool(
-        (args.workers or configured_workers(params_path)) - 1, preload="study.search.optimize"
-    ) as pool:
+    with WorkerPool(workers - 1, preload="study.search.optimize") as pool:
         import optuna
 
         from study.config import load_params
         from study.search.optimize import run_search
-        from study.search.run import SearchRun, default_out
-        from study.search.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, default_storage
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         params = load_params(params_path)
-        search = params.search
-        for flag in SEARCH_FLAGS:
-            if getattr(args, flag) is None:
-                setattr(args, flag, getattr(search, flag))
-        objectives = args.objectives.split(",") if args.objectives else search.objectives
-        run = SearchRun(
-            params=params,
-            study_name=args.study_name,
-            storage=args.storage or search.storage or os.environ.get("OPTUNA_STORAGE") or default_storage(),
-            trials=args.trials,
-            seed=args.seed,
-            pruner=args.pruner,
-            objectives=objectives,
-            parent_run_id="",
-            out_dir=args.out or default_out(args.study_name),
-            cache_dir=args.cache_dir or STORE_ROOT / ".cache" / "stage1",
-            stage1_candidates=args.stage1_candidates,
-            heartbeat=args.heartbeat or HEARTBEAT_SECONDS,
-            grace=args.grace or max(GRACE_SECONDS, 3 * (args.heartbeat or 0)),
+        launcher = launcher_of(args, params.launcher)
+        run = search_run(args, params)
+        if launcher.kind == "local":
+            run_search(run, pool)
+        else:
+            from study.search.cluster import launch_search
+
+            storage_given = bool(args.storage or params.search.storage or os.environ.get("OPTUNA_STORAGE"))
+            launch_search(run, launcher, wait=not args.no_wait, storage_given=storage_given)
+
+
+def launcher_of(args: argparse.Namespace, launcher: LauncherConfig) -> LauncherConfig:
+    """params.yaml's ``launcher`` with the command line's kind and tasks; flags of another kind refused."""
+    from study.errors import InputError
+
+    launcher = launcher.model_copy(
+        update={"kind": args.launcher or launcher.kind, "tasks": args.tasks or launcher.tasks}
+    )
+    if launcher.kind == "local" and (args.tasks or args.no_wait):
+        raise InputError(
+            "--tasks and --no-wait are for a job array: add --slurm or --launcher submitit-local"
         )
-        run_search(run, pool)
+    if launcher.kind != "local" and args.workers:
+        raise InputError(
+            f"--workers counts local processes; with launcher {launcher.kind} the workers are the array's "
+            "tasks (--tasks, launcher.tasks)"
+        )
+    return launcher
+
+
+def search_run(args: argparse.Namespace, params: Params) -> SearchRun:
+    """The run every worker shares: params.yaml's ``search`` section under the command line's flags."""
+    from study.search.run import SearchRun, default_out
+    from study.search.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, default_storage
+
+    search = params.search
+    for flag in SEARCH_FLAGS:
+        if getattr(args, flag) is None:
+            setattr(args, flag, getattr(search, flag))
+    objectives = args.objectives.split(",") if args.objectives else search.objectives
+    return SearchRun(
+        params=params,
+        study_name=args.study_name,
+        storage=args.storage or search.storage or os.environ.get("OPTUNA_STORAGE") or default_storage(),
+        trials=args.trials,
+        seed=args.seed,
+        pruner=args.pruner,
+        objectives=objectives,
+        parent_run_id="",
+        out_dir=args.out or default_out(args.study_name),
+        cache_dir=args.cache_dir or STORE_ROOT / ".cache" / "stage1",
+        stage1_candidates=args.stage1_candidates,
+        heartbeat=args.heartbeat or HEARTBEAT_SECONDS,
+        grace=args.grace or max(GRACE_SECONDS, 3 * (args.heartbeat or 0)),
+    )
 
 
 def configured_workers(params_path: Path) -> int:
     """``search.workers`` read straight from the file (the full validation comes later, with torch)."""
-    try:
-        workers = YAML(typ="safe").load(params_path)["search"]["workers"]
-    except Exception:  # unreadable or incomplete: load_params reports it in one line
-        return 1
+    workers = configured(params_path, "search", "workers", 1)
     return workers if isinstance(workers, int) and workers >= 1 else 1
+
+
+def configured(params_path: Path, section: str, key: str, default: Any) -> Any:
+    """``section.key`` read straight from the file, ``default`` when absent or unreadable."""
+    try:
+        return YAML(typ="safe").load(params_path)[section][key]
+    except Exception:  # unreadable or incomplete: load_params reports it in one line
+        return default
 
 
 if __name__ == "__main__":

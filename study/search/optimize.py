@@ -126,10 +126,12 @@ def work(run: SearchRun, worker: int = 0, data: PreparedData | None = None) -> N
     data = data or prepare(run.params)
     objective = Objective(run, data, Tracker.from_params(run.params), stage1_candidates.of_study(study))
     failures = 0
+    adopted: set[int] = set()
     while failures <= run.trials:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        adopt_unbeaten(study, adopted)
         tally = counts(study)
         finished = sum(tally[s] for s in FINISHED)
         if finished >= run.trials:
@@ -146,6 +148,20 @@ def work(run: SearchRun, worker: int = 0, data: PreparedData | None = None) -> N
         )
         last = study.get_trials(deepcopy=False)[-1]
         failures += last.state == TrialState.FAIL and not last.user_attrs.get("surplus", False)
+
+
+def adopt_unbeaten(study: optuna.Study, adopted: set[int]) -> None:
+    """Give each running trial one heartbeat when this worker first sees it.
+
+    Optuna fails a trial whose heartbeat went stale, but never one without any heartbeat: a worker
+    killed between creating its trial and the first beat (Ctrl-C or a cluster's preemption at a trial's
+    start) would leave it running for ever, and the study waiting for it. With this beat, such a trial
+    goes stale after the grace period and is failed and re-queued as any other; a live trial beats on.
+    """
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial._trial_id not in adopted:
+            adopted.add(trial._trial_id)
+            study._storage.record_heartbeat(trial._trial_id)
 
 
 def report_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -166,10 +182,8 @@ def watch(study: optuna.Study, total: int, stop: threading.Event) -> None:
     bar.close()
 
 
-def run_search(run: SearchRun, pool: WorkerPool) -> None:
-    """Create or join the study, run its trials here and in ``pool``'s processes, then summarise it."""
-    from study.search.summary import summarize  # pandas and seaborn: needed only at the end
-
+def open_search(run: SearchRun) -> tuple[optuna.Study, Tracker]:
+    """Create or join the study (once, before any worker starts) and its MLflow parent run."""
     study = create_study(run)
     tracker = Tracker.from_params(run.params)
     key = hashlib.sha256(f"{run.study_name}|{redact(run.storage)}".encode()).hexdigest()[:16]
@@ -185,19 +199,35 @@ def run_search(run: SearchRun, pool: WorkerPool) -> None:
             "objectives": ",".join(run.objectives),
         },
     )
+    return study, tracker
+
+
+def describe(run: SearchRun, study: optuna.Study, workers: str) -> str:
+    """The line a search starts with: where, how many trials, who runs them, how stage 1 is shared."""
     candidates = stage1_candidates.of_study(study)
     shared = (
         f"stage 1 from {len(candidates)} shared candidates" if candidates else "stage 1 sampled per trial"
     )
-    where = f"study {run.study_name!r} on {redact(run.storage)}"
-    print(f"{where}: {run.trials} trials, {len(pool.processes) + 1} worker(s), {shared}")
+    return f"study {run.study_name!r} on {redact(run.storage)}: {run.trials} trials, {workers}, {shared}"
+
+
+def finished_count(study: optuna.Study) -> int:
+    tally = counts(study)
+    return sum(tally[state] for state in FINISHED)
+
+
+def run_search(run: SearchRun, pool: WorkerPool) -> None:
+    """Create or join the study, run its trials here and in ``pool``'s processes, then summarise it."""
+    from study.search.summary import summarize  # pandas and seaborn: needed only at the end
+
+    study, tracker = open_search(run)
+    print(describe(run, study, f"{len(pool.processes) + 1} worker(s)"))
     try:
         data = prepare(run.params)
         pool.run(work, run, lambda stop: watch(load_study(run), run.trials, stop), data)
     except KeyboardInterrupt:
-        tally = counts(study)
         print(
-            f"interrupted: {tally[TrialState.COMPLETE] + tally[TrialState.PRUNED]} of {run.trials} trials "
+            f"interrupted: {finished_count(study)} of {run.trials} trials "
             "finished; run the same command again to complete the study",
             file=sys.stderr,
         )

@@ -22,6 +22,7 @@ from bnn import DataError, NonFiniteLossError, PreparedData
 from study.cli import run_main
 from study.config import DEFAULT_PARAMS, ParamsError
 
+PROJECT = Path(__file__).resolve().parents[2]  # the stages run elsewhere import this checkout's code
 EARLIER_METRICS = {"val_acc": 0.5, "note": "from an earlier run"}
 EARLIER_CHECKPOINT = b"an earlier checkpoint"
 EARLIER_SUMMARY = {"name": "earlier"}
@@ -55,6 +56,7 @@ def start(root: Path, stage: str) -> subprocess.Popen:
         **os.environ,
         "BNN_STUDY_ROOT": str(root),
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "PYTHONPATH": str(PROJECT),
     }
     return subprocess.Popen(
         [sys.executable, "-m", f"pipelines.{stage}"],

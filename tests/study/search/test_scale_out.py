@@ -18,13 +18,15 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
-from test_search import TINY_SPACE, finished_numbers, mlflow_runs, search_args, write_params
+from test_search import PROJECT, TINY_SPACE, finished_numbers, mlflow_runs, search_args, write_params
 
 import study.search.trial
 import study.tracking
 from bnn import NonFiniteLossError
 from study.cli import run_main
 from study.search.__main__ import main
+from study.search.optimize import adopt_unbeaten
+from study.search.storage import open_storage
 from study.urls import with_driver
 
 SERVER = os.environ.get("BNN_TEST_POSTGRES")
@@ -83,7 +85,7 @@ def test_killed_worker_trial_is_failed_retried_and_its_run_closed(tmp_path, data
     storage = databases() if backend == "postgres" else f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = databases() if backend == "postgres" else None
     write_params(tmp_path, TINY_SPACE, tracking=tracking, epochs=10)  # trials long enough to be caught
-    env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "CI": "true"}
+    env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "CI": "true", "PYTHONPATH": str(PROJECT)}
     args = search_args(tmp_path, 6, "--workers", "2", "--pruner", "none", "--heartbeat", "1", "--grace", "4",
                        storage=storage)  # fmt: skip
     search = subprocess.Popen([sys.executable, "-m", "study.search", *args], cwd=tmp_path, env=env,
@@ -127,6 +129,22 @@ def _running_trial_of_another_process(storage: str, main_pid: int) -> tuple[int,
         if pid and pid != main_pid and "mlflow_run_id" in trial.user_attrs:
             return trial.number, pid
     return None
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_goes_stale_once_adopted(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat=1, grace=2)
+    study = optuna.create_study(study_name="tiny", storage=storage)
+    orphan = study.ask()  # running, never beating: its worker died between creating it and the first beat
+    adopt_unbeaten(study, adopted := set())
+    adopt_unbeaten(study, adopted)  # once per trial: a dead one is not kept alive by it
+    unadopted = study.ask()
+    time.sleep(3.5)  # the grace period and a second: SQLite's clock counts whole seconds
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[orphan.number].state == TrialState.FAIL
+    assert study.trials[unadopted.number].state == TrialState.RUNNING  # Optuna alone waits for ever
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert retry.state == TrialState.WAITING  # re-queued for the next free worker
 
 
 def test_nan_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path, monkeypatch, capsys):

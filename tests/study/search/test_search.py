@@ -30,6 +30,8 @@ from study.tracking import PARENT_TAG, Tracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
+PROJECT = Path(__file__).resolve().parents[3]  # a command run elsewhere imports this checkout's code
+
 TINY_SPACE = {
     "stage1.optimizer": ["adam", "sgd"],
     "stage1.lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
@@ -216,7 +218,7 @@ def test_pruned_trials_are_recorded_with_the_epoch_they_reached(tmp_path, digits
 
 def test_interrupted_search_completes_on_rerun(tmp_path):
     write_params(tmp_path, TINY_SPACE)
-    env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "CI": "true"}
+    env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "CI": "true", "PYTHONPATH": str(PROJECT)}
     command = [sys.executable, "-m", "study.search", *search_args(tmp_path, 8, "--pruner", "none")]
 
     # A shell without job control starts background jobs with SIGINT ignored, and children inherit
@@ -305,8 +307,8 @@ def test_bad_params_stop_the_early_started_workers_and_exit_in_one_line(tmp_path
     args = search_args(tmp_path, 2, "--workers", "2")
     del args[args.index("--trials") : args.index("--trials") + 2]  # the value comes from the (bad) file
     command = [sys.executable, "-m", "study.search", *args]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "BNN_STUDY_ROOT": str(tmp_path)})  # fmt: skip
+    env = {**os.environ, "BNN_STUDY_ROOT": str(tmp_path), "PYTHONPATH": str(PROJECT)}
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "search.trials" in done.stderr

@@ -1,0 +1,142 @@
+"""The search with its workers as a job array (``--slurm``, ``--launcher submitit-local``).
+
+This command creates the study and its MLflow parent run once (workers creating a study together
+race on PostgreSQL), submits ``launcher.tasks`` array tasks through :mod:`study.launch`, each the
+ordinary worker loop (:func:`study.search.optimize.work`) against the same storage and tracking URI,
+then shows progress over finished trials as a local search does and writes the summary once the
+study holds its N finished trials. ``--no-wait`` says how to follow the tasks instead; the same
+command on a complete study then only writes the summary.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import optuna
+
+from study import launch
+from study.config import LauncherConfig
+from study.errors import RunFailed
+from study.runner import prepare
+from study.search.optimize import describe, finished_count, load_study, open_search, watch, work
+from study.search.run import SearchRun
+from study.tracking import tracking_uri
+from study.urls import redact
+
+POLL_SECONDS = 2.0  # how often the submitting command looks at the study and the tasks
+SETTLE_SECONDS = 60.0  # after the last trial, how long it waits for the tasks to end before reporting them
+
+
+def check_stores(run: SearchRun, kind: str, storage_given: bool) -> None:
+    """On SLURM the tasks run on other hosts, which share no file but through a network file system,
+    where SQLite's locking is unsafe: the default SQLite storage is refused, a given one warned about."""
+    if kind != "slurm":
+        return
+    if run.storage.startswith("sqlite"):
+        if not storage_given:
+            raise launch.LaunchError(
+                f"launcher slurm: the default storage {redact(run.storage)} is an SQLite file, which tasks "
+                "on other hosts cannot share safely; give a PostgreSQL URL (--storage, search.storage or "
+                "$OPTUNA_STORAGE), or that file explicitly with --storage if you accept the risk"
+            )
+        print(
+            f"warning: storage {redact(run.storage)} is an SQLite file: safe only if every task sees it on "
+            "a local disk, never over NFS; PostgreSQL is the storage for a cluster",
+            file=sys.stderr,
+        )
+    uri = tracking_uri(run.params.tracking.uri)
+    if uri.startswith("sqlite"):
+        print(
+            f"warning: MLflow store {redact(uri)} is an SQLite file that tasks on other hosts write over "
+            "the shared file system; a tracking server (MLFLOW_TRACKING_URI=http://...) is safer",
+            file=sys.stderr,
+        )
+
+
+def launch_search(run: SearchRun, launcher: LauncherConfig, wait: bool, storage_given: bool) -> None:
+    """Submit the search's workers as a job array; unless not ``wait``, wait and summarise the study."""
+    executor = launch.executor(launcher, f"bnn-search-{run.study_name}", run.params.threads,
+                               run.params.cpu_isa)  # fmt: skip
+    check_stores(run, launcher.kind, storage_given)
+    # Every task uses this process's tracking URI, not its own environment's.
+    tracking = run.params.tracking.model_copy(update={"uri": tracking_uri(run.params.tracking.uri)})
+    run.params = run.params.model_copy(update={"tracking": tracking})
+    study, tracker = open_search(run)
+    if finished_count(study) >= run.trials:
+        print(describe(run, study, "complete: nothing to submit"))
+        summarise(study, run, tracker)
+        return
+    array = launch.submit(executor, launcher.kind, work, run, launcher.tasks)
+    print(describe(run, study, f"{launcher.tasks} worker task(s): {array.label()}"), flush=True)
+    if not wait:
+        print(follow(run, array))
+        return
+    try:
+        wait_for_trials(run, study, array)
+    except KeyboardInterrupt:
+        interrupted(run, study, array)
+    complete = finished_count(study) >= run.trials
+    if complete:
+        summarise(study, run, tracker)
+        array.wait(SETTLE_SECONDS)  # the tasks end once they see the study complete
+    report(run, study, array, complete, launcher.tasks)
+
+
+def summarise(study: optuna.Study, run: SearchRun, tracker) -> None:
+    from study.search.summary import summarize  # pandas and seaborn: needed only at the end
+
+    summarize(study, run, tracker, prepare(run.params))
+
+
+def wait_for_trials(run: SearchRun, study: optuna.Study, array: launch.Array) -> None:
+    """Progress over finished trials (a bar, or lines in a log) until the study holds its ``run.trials``
+    finished trials, or every task has ended without them (failed, cancelled)."""
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(load_study(run), run.trials, stop), daemon=True)
+    watcher.start()
+    try:
+        while finished_count(study) < run.trials and not array.done():
+            time.sleep(POLL_SECONDS)
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def report(run: SearchRun, study: optuna.Study, array: launch.Array, complete: bool, tasks: int) -> None:
+    """A line per failed task, then :class:`RunFailed` when any failed or the study is incomplete."""
+    failures = array.failures()
+    for line in failures:
+        print(line, file=sys.stderr)
+    if not complete:
+        raise RunFailed(
+            f"the tasks ended with {finished_count(study)} of {run.trials} trials finished; run the same "
+            "command again to complete the study"
+        )
+    if failures:
+        raise RunFailed(f"{len(failures)} of {tasks} tasks failed; the study is complete and summarised")
+
+
+def interrupted(run: SearchRun, study: optuna.Study, array: launch.Array) -> None:
+    """Ctrl-C: local tasks are stopped with this command (as local workers are); SLURM's go on."""
+    done = f"interrupted: {finished_count(study)} of {run.trials} trials finished"
+    if array.kind == "slurm":
+        print(f"{done}; the tasks go on: {array.follow()}; the same command writes the summary once the "
+              "study is complete", file=sys.stderr)  # fmt: skip
+    else:
+        array.cancel()
+        print(f"{done}; run the same command again to complete the study", file=sys.stderr)
+    raise SystemExit(130) from None
+
+
+def follow(run: SearchRun, array: launch.Array) -> str:
+    """``--no-wait``: one line on how to follow the tasks, the trials and the runs, and get the summary."""
+    uri = run.params.tracking.uri or ""
+    runs = f"the MLflow UI at {uri}" if uri.startswith(("http://", "https://")) else \
+        f"`mlflow ui --backend-store-uri {redact(uri)}`"  # fmt: skip
+    return (
+        f"follow the tasks with {array.follow()}, the trials with `optuna-dashboard {redact(run.storage)}` "
+        f"and the runs with {runs}; once the tasks are done, the same command without --no-wait writes "
+        "the summary (it submits nothing for a complete study)"
+    )
