@@ -29,7 +29,7 @@ repro: install
 # The tests marked `postgres` run against a throwaway PostgreSQL server that .ci/with-postgres starts;
 # tests/test_plots_offline.py needs Chromium, which .ci/with-chromium installs if missing.
 test: install
-	.ci/with-chromium .ci/with-postgres $(BIN)/python -m pytest
+	.ci/with-chromium .ci/with-postgres $(BIN)/python -m pytest -o cache_dir=$(VENV)/.pytest_cache
 
 lint: install
 	$(BIN)/ruff check .
