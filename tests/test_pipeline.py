@@ -132,6 +132,16 @@ class Project:
             numbers |= json.loads((folder / "details.json").read_text())
         return numbers
 
+    def run_queue(self) -> None:
+        """``dvc queue start`` (a background worker, which stops when the queue is empty), waited for;
+        every queued experiment must succeed."""
+        self.dvc("queue", "start")
+        deadline = time.monotonic() + TIMEOUT
+        while "Queued" in (status := self.dvc("queue", "status").stdout) or "Running" in status:
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
+        assert "Success" in status, status + self.dvc("queue", "logs", "--fail", check=False).stdout
+
     def table(self, *args: str, width: int = 200) -> str:
         """A DVC command's table as a terminal ``width`` characters wide shows it."""
         proc = subprocess.run(
@@ -413,12 +423,7 @@ def test_a_queued_experiment_uses_the_projects_stores_and_retrains_no_ablation_c
 
     # The pipeline and one ablation (the rest reuse cells alike: tests/study/reproduce/test_ablate.py).
     project.dvc("exp", "run", "--queue", "-S", "stage1.weight_decay=1e-5", "export", "ablate@stages")
-    project.dvc("queue", "start")  # a background worker, which stops when the queue is empty
-    deadline = time.monotonic() + TIMEOUT
-    while "Queued" in (status := project.dvc("queue", "status").stdout) or "Running" in status:
-        assert time.monotonic() < deadline, status
-        time.sleep(1)
-    assert "Success" in status, status + project.dvc("queue", "logs", "--fail", check=False).stdout
+    project.run_queue()
 
     new = [
         r
@@ -565,12 +570,7 @@ def test_a_moved_project_keeps_working_and_writes_nothing_under_its_old_path(
         project.commit("stage 2 at another lr")
 
         project.dvc("exp", "run", "--queue", "-S", "stage2.lr=4e-3", "export")
-        project.dvc("queue", "start")
-        deadline = time.monotonic() + TIMEOUT
-        while "Queued" in (status := project.dvc("queue", "status").stdout) or "Running" in status:
-            assert time.monotonic() < deadline, status
-            time.sleep(1)
-        assert "Success" in status, status + project.dvc("queue", "logs", "--fail", check=False).stdout
+        project.run_queue()
 
         project.run("python", "-m", "study.search", "--trials", "2", "--study-name", "moved",
                     "--stage1-candidates", "0", "--pruner", "none")  # fmt: skip
