@@ -31,7 +31,7 @@ from submitit.core.utils import DelayedSubmission, pickle_load
 from study import cpu_isa
 from study.errors import InputError
 from study.paths import PROJECT_ROOT, STORE_ROOT
-from study.urls import first_line
+from study.urls import first_line, redact
 
 if TYPE_CHECKING:
     from study.config import LauncherConfig
@@ -61,6 +61,34 @@ class WorkerTask(submitit.helpers.Checkpointable):
         """What submitit resubmits on preemption or timeout: the same worker, nothing to save (its
         finished trials are in the storage; the running one fails by heartbeat and is retried)."""
         return DelayedSubmission(WorkerTask(self.work, self.run, self.requeues + 1), index)
+
+
+def check_stores(storage: str, tracking: str | None, kind: str, storage_given: bool) -> None:
+    """On SLURM the tasks run on other hosts, which share no file but through a network file system,
+    where SQLite's locking is unsafe: the default SQLite storage is refused, a given one warned about."""
+    if kind != "slurm":
+        return
+    if storage.startswith("sqlite"):
+        if not storage_given:
+            raise LaunchError(
+                f"launcher slurm: the default storage {redact(storage)} is an SQLite file, which tasks "
+                "on other hosts cannot share safely; give a PostgreSQL URL (--storage, search.storage or "
+                "$OPTUNA_STORAGE), or that file explicitly with --storage if you accept the risk"
+            )
+        print(
+            f"warning: storage {redact(storage)} is an SQLite file: safe only if every task sees it on "
+            "a local disk, never over NFS; PostgreSQL is the storage for a cluster",
+            file=sys.stderr,
+        )
+    from study.tracking import tracking_uri  # MLflow and torch: loaded only on this path
+
+    uri = tracking_uri(tracking)
+    if uri.startswith("sqlite"):
+        print(
+            f"warning: MLflow store {redact(uri)} is an SQLite file that tasks on other hosts write over "
+            "the shared file system; a tracking server (MLFLOW_TRACKING_URI=http://...) is safer",
+            file=sys.stderr,
+        )
 
 
 def log_folder(launcher: LauncherConfig) -> Path:

@@ -6,10 +6,13 @@ training code (``bnn/`` and ``study/runner.py``), so a code change never reuses 
 A trial or ablation cell whose key is stored skips stage-1 training (its logged history is
 replayed to the observers), which makes grids over stage-2 settings cheap.
 
-Concurrency: a key is claimed with an exclusive ``flock`` while it trains, so concurrent workers on
-one host wait for the first instead of training it twice; files are written atomically, so no
-reader ever sees half a checkpoint. (Across hosts, point ``--cache-dir`` at a shared file system
-with working ``flock``, or accept that each host may train a key once.)
+The store is a local folder (``.cache/stage1``) with, optionally, a shared store behind it: an MLflow
+experiment whose runs hold each trained key's checkpoint (:mod:`study.shared_results`), so a stage 1
+trained on one host is downloaded by the others, which share no folder. On one host, a key is
+claimed with an exclusive ``flock`` on the local folder while it trains, so concurrent workers wait
+for the first instead of training it twice; across hosts, the ablations' workers avoid a cell whose
+stage 1 another host is training (:mod:`study.reproduce.cell_study`). Files are written atomically,
+so no reader ever sees half a checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,8 @@ from bnn.checkpoint import atomic_torch_save
 from bnn.train import Observer
 from study.config import Params
 from study.runner import run_stage1
+from study.shared_results import SharedResults, travels
+from study.tracking import Tracker, source_tags, tracking_uri
 
 STAGE1_SECTIONS = ("seed", "threads", "cpu_isa", "model", "stage1", "distill")
 TRAINING_CODE = ("bnn", "study/runner.py")
@@ -65,10 +70,24 @@ class Stage1Result:
     cached: bool
 
 
+def shared_stage1(params: Params) -> SharedResults | None:
+    """The shared stage-1 store, with a tracking server: runs of the experiment
+    ``<tracking.experiment>-stage1``, one per key (None otherwise: see :func:`travels`)."""
+    if not travels(tracking_uri(params.tracking.uri)):
+        return None
+    return SharedResults(Tracker(params.tracking.uri, f"{params.tracking.experiment}-stage1"), "stage1_key",
+                         "stage1.pt")  # fmt: skip
+
+
 class Stage1Cache:
-    def __init__(self, root: str | Path):
+    """Stage-1 results by key in ``root``, with ``shared`` behind it when given. ``on_ready(key)`` runs
+    once a key's result is stored or found (the ablations tell the other hosts it is there)."""
+
+    def __init__(self, root: str | Path, shared: SharedResults | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.shared = shared
+        self.on_ready: Callable[[str], None] | None = None
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
@@ -86,7 +105,7 @@ class Stage1Cache:
         """Stage 1 of ``params``: loaded if its key is stored, else trained (and stored)."""
         key = stage1_key(params, data)
         with self.claimed(key):
-            if not self.path(key).exists():
+            if not self.path(key).exists() and not (self.shared and self.shared.fetch(key, self.path(key))):
                 run = run_stage1(params, data, observers=observers)
                 payload = {
                     "state_dict": run.model.state_dict(),
@@ -96,9 +115,18 @@ class Stage1Cache:
                     "teacher_state_dict": run.teacher.state_dict() if run.teacher is not None else None,
                 }
                 atomic_torch_save(payload, self.path(key))
+                if self.shared is not None:
+                    tags = {"bnn.kind": "stage1", **source_tags()}
+                    self.shared.store(key, self.path(key), f"stage 1 {key[:8]}", tags)
+                self._ready(key)
                 return Stage1Result(**payload, cached=False)
+        self._ready(key)
         payload = torch.load(self.path(key), map_location="cpu", weights_only=True)
         for record in payload["history"]:
             for observer in observers:
                 observer(record)
         return Stage1Result(**payload, cached=True)
+
+    def _ready(self, key: str) -> None:
+        if self.on_ready is not None:
+            self.on_ready(key)

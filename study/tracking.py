@@ -45,6 +45,10 @@ from study.paths import PROJECT_ROOT, STORE_ROOT
 from study.urls import first_line, redact, with_driver
 
 PARENT_TAG = "mlflow.parentRunId"
+# With a tracking server, MLflow prints a line per ended run and a bar per download: hundreds of lines in
+# a stage's or a task's log. Users who want them set these variables themselves.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class TrackingError(InputError):

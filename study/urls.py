@@ -1,6 +1,6 @@
 """Database URLs as users give them: the driver this project installs, and no password ever shown.
 
-Shared by the Optuna storage (:mod:`study.search.storage`) and the MLflow tracking store
+Shared by the Optuna storage (:mod:`study.storage`) and the MLflow tracking store
 (:mod:`study.tracking`); credentials come from the URL or the environment (``PGPASSWORD``,
 ``~/.pgpass``) and leave a process only redacted.
 """

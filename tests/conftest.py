@@ -3,6 +3,7 @@ import study  # noqa: F401  first: pins the CPU code path (cpu_isa) before torch
 # isort: split
 import pytest
 import torch
+from postgres_server import databases  # noqa: F401  (a fixture for every test)
 
 from bnn import prepare_data
 

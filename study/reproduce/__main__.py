@@ -4,11 +4,11 @@
     python -m study.reproduce report
     python -m study.reproduce robustness
 
-``ablate`` trains an ablation's cells over seeds (or takes them from the cell store) and writes
+``ablate`` trains an ablation's cells over seeds (or takes them from its study and the cell store) and writes
 ``reports/ablations/NAME.json`` and ``.csv`` (with ``--quick``, a smoke run, ``reports/quick/``
 instead: never the reproduction's results); ``report`` tests the claims on them and writes
 ``reports/reproduction.md``, ``reports/verdicts.csv`` and ``reports/figures/`` (on a quick run's:
-``report --results reports/quick --out reports/quick/reproduction.md``); ``robustness`` runs every
+``report --results reports/quick``, which writes beside them); ``robustness`` runs every
 ablation again on the CPU's native code path and writes ``reports/robustness.csv``.
 ``python -m study.reproduce COMMAND --help`` lists a command's options.
 """

@@ -3,11 +3,12 @@
     python -m study.reproduce ablate all                 # every ablation of params.yaml's `ablation` section
     python -m study.reproduce ablate wd --workers 2      # one ablation, two local worker processes
     python -m study.reproduce ablate all --quick         # few seeds and epochs: a smoke run (reports/quick/)
+    python -m study.reproduce ablate all --slurm --tasks 8   # a SLURM job array (PostgreSQL, MLflow server)
 
 Results go to ``reports/ablations/NAME.json`` and ``.csv``, the reproduction's results (the DVC
 stage ``ablate``'s outputs). A ``--quick`` run writes them to ``reports/quick/`` (git-ignored)
 instead, never over the reproduction's; ``--out`` sets the folder either way. The report on a quick
-run: ``python -m study.reproduce report --results reports/quick --out reports/quick/reproduction.md``.
+run: ``python -m study.reproduce report --results reports/quick`` (written beside the results).
 
 Ablations (grids in ``params.yaml`` → ``ablation``):
 
@@ -31,31 +32,41 @@ scale-free and mixtures), ``median_abs_start`` (median ``|w|`` when its last sta
 optimizer steps: about the farthest Adam can move a weight), its per-epoch history, and the
 histograms of ``w`` and of ``w / q99``.
 
-Each cell (settings x seed) is stored under a key of everything that determines it (the torch
-thread count ``threads`` included, never derived from the worker count), so re-running after a
-change trains only the cells whose settings changed; stage 1 comes from the stage-1 store, so
-every stage-2 setting of one stage-1 setting shares one stage-1 run. Workers (local processes, or
-hosts sharing the project folder) claim cells with a file lock and never train one twice. The
-results files hold only what the results determine (no run ids, times or hosts), so two clones
-give identical files; MLflow has the rest.
+Each cell (settings x seed) has a key of everything that determines it (the torch thread count
+``threads`` included, never derived from the worker count) and is a trial of the ablation's Optuna
+study on the search's storage (:mod:`study.reproduce.cell_study`), trained by whichever worker
+claims it: this command's local processes (``--workers``), a job array (``--slurm``, ``--launcher
+submitit-local``), or the same command on another host against the same database and MLflow
+server. A cell done in the study or stored under its key is never trained again, so re-running
+after a change trains only the cells whose settings changed; stage 1 comes from the stage-1 store,
+so every stage-2 setting of one stage-1 setting shares one stage-1 run. The results files are
+written from the study once every cell is done and hold only what the results determine (no run
+ids, times or hosts), so every host and clone writes identical files; MLflow has the rest.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
+import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
-from bnn import NonFiniteLossError, PreparedData
+from bnn import PreparedData
+from study import launch, launch_flags
 from study.artifacts import write_csv, write_json
-from study.config import PROJECT_ROOT, Params, load_params
+from study.config import PROJECT_ROOT, LauncherConfig, Params, load_params
+from study.errors import RunFailed
 from study.paths import PREPARED_DATA, STORE_ROOT
 from study.progress import progress
-from study.reproduce.cell_store import CellStore
+from study.reproduce import cell_study
+from study.reproduce.cell_store import CellStore, shared_cells
+from study.reproduce.cell_study import Standing
+from study.reproduce.cell_worker import AblationRun, cell_name, load_study, storage_of, work
 from study.reproduce.cells import (
     ABLATIONS,
     Cell,
@@ -66,116 +77,24 @@ from study.reproduce.cells import (
     seeds,
 )
 from study.reproduce.lr_bracket import extensions, lr_sweep
-from study.reproduce.training import run_cell
-from study.stage1_store import Stage1Cache
-from study.tracking import Tracker
+from study.stage1_store import stage1_key
+from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, default_storage, storage_url
+from study.tracking import Tracker, tracking_uri
 from study.workers import run_workers
 
 RESULTS = PROJECT_ROOT / "reports" / "ablations"  # the DVC stage's outputs: only a full run writes them
 QUICK_RESULTS = PROJECT_ROOT / "reports" / "quick"  # --quick (smoke) runs, git-ignored
 SERIES = ("history", "histogram", "rel_histogram", "test_predictions")  # per cell, in the JSON only
 STORE = STORE_ROOT / ".cache"
+POLL_SECONDS = 2.0  # how often the command looks at the study and a job array's tasks
 
 
-@dataclass
-class AblationRun:
-    """Everything a worker needs; picklable, so it crosses to spawned processes."""
-
-    name: str
-    params: Params
-    base: Params
-    cells: list[Cell]
-    keys: list[str]
-    parent_run_id: str
-    store_dir: Path
-    cache_dir: Path
-    workers: int
-    data_path: Path
-
-
-def cell_name(cell: Cell) -> str:
-    return " ".join(f"{k.split('.')[0] if '.' in k else k}={v}" for k, v in cell.labels)
-
-
-def child_tags(cell: Cell, key: str) -> dict[str, str]:
-    return {
-        "bnn.kind": "ablation-cell",
-        "cell_key": key,
-        "ablation": cell.ablation,
-        "cell_kind": cell.kind,
-        **{f"cell.{k}": str(v) for k, v in cell.labels},
-    }
-
-
-def final_metrics(result: dict) -> dict[str, float]:
-    return {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-
-
-def work(run: AblationRun, worker: int = 0) -> None:
-    """Train every cell nobody has stored or claimed; return when all cells are stored."""
-    data = PreparedData.load(run.data_path)
-    store, stage1_store = CellStore(run.store_dir), Stage1Cache(run.cache_dir)
-    tracker = Tracker.for_ablations(run.params)
-    order = list(zip(run.cells, run.keys, strict=True))
-    start = worker * len(order) // run.workers  # far apart, so two rarely wait for one stage 1
-    order = order[start:] + order[:start]
-    while True:
-        pending = [(cell, key) for cell, key in order if not store.path(key).exists()]
-        if not pending:
-            return
-        trained = False
-        for cell, key in pending:
-            with store.claim(key) as mine:
-                if not mine or store.path(key).exists():
-                    continue
-                with tracker.child(
-                    run.parent_run_id,
-                    cell_name(cell),
-                    params=dict(cell.overrides),
-                    tags=child_tags(cell, key),
-                ) as mlrun:
-                    observer = _epoch_logger(mlrun)
-                    try:
-                        result = run_cell(cell, run.base, data, stage1_store, observer=observer)
-                        cached = result.pop("stage1_cached")
-                        if cached is not None:
-                            mlrun.set_tags({"stage1_cached": str(cached)})
-                    except NonFiniteLossError as exc:  # recorded, not fatal: the ablation goes on
-                        result = {"failure": str(exc)}
-                        mlrun.set_tags({"failure": str(exc)})
-                    mlrun.log_metrics(final_metrics(result))
-                store.put(key, result)
-                trained = True
-        if not trained:
-            time.sleep(1.0)  # the rest is being trained by other workers
-
-
-def _epoch_logger(mlrun):
-    """Per-epoch series as ``stage1.<metric>`` / ``stage2.<metric>`` (as in the search): unprefixed, their
-    last step would hide the cell's final metrics (logged at step 0) in MLflow, e.g. test saturation."""
-    keys = (
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_acc",
-        "saturation",
-        "saturation_train",
-        "ff_ratio",
-        "c2i_stage",
-        "c2i_init",
-        "dead_beyond_clip",
-        "dead_small_grad",
-        "dead_relative_update",
-    )
-    return lambda epoch: mlrun.log_metrics(
-        {k: epoch[k] for k in keys if k in epoch}, step=epoch["step"], prefix=f"stage{epoch['stage']}."
-    )
-
-
-def watch(store: CellStore, keys: list[str], label: str, stop) -> None:
-    bar = progress(len(keys), label, "cell")
+def watch(run: AblationRun, stop: threading.Event) -> None:
+    """Progress over the ablation's done cells (a bar, or a line every 30 s in a log)."""
+    study = load_study(run)
+    bar = progress(len(run.keys), f"ablation {run.name}", "cell")
     while not stop.wait(1.0):
-        bar.n = sum(store.path(k).exists() for k in keys)
+        bar.n = Standing.of(study.get_trials(deepcopy=False), run.keys, run.lost).finished()
         bar.refresh()
     bar.close()
 
@@ -214,10 +133,16 @@ def run_ablation(
     out_dir: Path | None = None,
     store_dir: Path = STORE,
     data_path: Path = PREPARED_DATA,
+    storage: str | None = None,
+    launcher: LauncherConfig | None = None,
+    heartbeat: int = HEARTBEAT_SECONDS,
+    grace: int = GRACE_SECONDS,
 ) -> pd.DataFrame:
     """Run (or reuse) every cell of ``name`` on the prepared data set (the ``prepare`` stage's output);
-    write ``<out_dir>/<name>.csv`` and ``.json`` (by default :func:`results_folder`'s). The optimizer
-    ablation extends its learning-rate sweeps until each optimum is bracketed
+    write ``<out_dir>/<name>.csv`` and ``.json`` (by default :func:`results_folder`'s). The cells are
+    the trials of a study on ``storage`` (default: the search's), trained by ``workers`` local
+    processes, or by ``launcher``'s job array, and by any other host working on the same study. The
+    optimizer ablation extends its learning-rate sweeps until each optimum is bracketed
     (:mod:`study.reproduce.lr_bracket`)."""
     out_dir = results_folder(quick, out_dir)
     settings = ablation_settings(params, quick)
@@ -231,17 +156,50 @@ def run_ablation(
         {"bnn.kind": "ablation", "ablation": name, "data_hash": data.fingerprint(), "quick": str(quick)},
     )
     run = AblationRun(
-        name, params, base, [], [], parent, store_dir / "cells", store_dir / "stage1", workers, data_path
+        name,
+        params,
+        base,
+        parent,
+        storage_url(storage, params.search.storage),
+        study_name=run_key,
+        store_dir=store_dir / "cells",
+        cache_dir=store_dir / "stage1",
+        data_path=data_path,
+        workers=workers,
+        heartbeat=heartbeat,
+        grace=grace,
     )
+    launcher = launcher or LauncherConfig()
     cells = expand(name, params, quick)
-    results = train_cells(run, cells, data, tracker)
+    results = train_cells(run, cells, data, tracker, launcher)
     configured = {optimizer: cfg["lr"] for optimizer, cfg in settings.optimizers.items()}
     while name == "optimizer" and (
         todo := extensions(lr_sweep(runs_frame(results)), configured, settings.lr_extensions)
     ):
         cells = [*cells, *extension_cells(settings, todo)]
-        results = train_cells(run, cells, data, tracker)
+        results = train_cells(run, cells, data, tracker, launcher)
     table = runs_frame(results)
+    write_results(out_dir, name, quick, params, cells, data, run_key, results, table)
+    failed = table["failure"].notna().sum() if "failure" in table else 0
+    kind = " (quick: a smoke run)" if quick else ""
+    print(f"ablation {name}{kind}: {len(cells)} cells ({failed} failed) -> {out_dir / name}.csv and .json")
+    return table
+
+
+def write_results(
+    out_dir: Path,
+    name: str,
+    quick: bool,
+    params: Params,
+    cells: list[Cell],
+    data: PreparedData,
+    run_key: str,
+    results: list[dict],
+    table: pd.DataFrame,
+) -> None:
+    """``<name>.csv`` (a row per cell) and ``<name>.json`` (the settings, and every cell with its series)."""
+    settings = ablation_settings(params, quick)
+    base = ablation_base(params, quick)
     write_csv(out_dir / f"{name}.csv", table)
     summary = {
         "ablation": name,
@@ -260,23 +218,81 @@ def run_ablation(
         "cells": results,
     }
     write_json(out_dir / f"{name}.json", summary)
-    failed = table["failure"].notna().sum() if "failure" in table else 0
-    kind = " (quick: a smoke run)" if quick else ""
-    print(f"ablation {name}{kind}: {len(cells)} cells ({failed} failed) -> {out_dir / name}.csv and .json")
-    return table
 
 
-def train_cells(run: AblationRun, cells: list[Cell], data: PreparedData, tracker: Tracker) -> list[dict]:
-    """Train every cell the store does not hold (``run.workers`` processes); every cell's result."""
+def trial_attrs(cell: Cell, base: Params, data: PreparedData) -> dict:
+    """A cell's user attributes in the study (beside its key): what it is, for optuna-dashboard, and the
+    stage-1 key of a two-stage cell (workers leave a cell whose stage 1 is in training elsewhere)."""
+    attrs = {"ablation": cell.ablation, "kind": cell.kind, **{f"cell.{k}": v for k, v in cell.labels}}
+    if cell.kind == "two_stage":
+        attrs[cell_study.STAGE1] = stage1_key(cell.params(base), data)
+    return attrs
+
+
+def train_cells(
+    run: AblationRun, cells: list[Cell], data: PreparedData, tracker: Tracker, launcher: LauncherConfig
+) -> list[dict]:
+    """Every cell's result, from the study: cells not done are enqueued and trained by this command's
+    workers (and whoever else works on the study) until every one is done."""
     keys = [cell.key(run.base, data) for cell in cells]
-    run = replace(run, cells=cells, keys=keys)
-    store = CellStore(run.store_dir)
-    run_workers(work, run, run.workers, lambda stop: watch(store, keys, f"ablation {run.name}", stop))
-    _log_reused_children(tracker, run, store)
-    return [
-        {"ablation": run.name, "kind": cell.kind, "key": key, **dict(cell.labels), **store.get(key)}
-        for cell, key in zip(cells, keys, strict=True)
-    ]
+    attrs = {key: trial_attrs(cell, run.base, data) for cell, key in zip(cells, keys, strict=True)}
+    store = CellStore(run.store_dir, shared_cells(tracker))
+    study = cell_study.open_study(run.study_name, storage_of(run))
+    done = Standing.of(study.get_trials(deepcopy=False), keys).done
+    lost = frozenset(key for key in done if store.get(key) is None)
+    run = replace(run, cells=cells, keys=keys, attrs=attrs, lost=lost)
+    cell_study.enqueue(study, Standing.of(study.get_trials(deepcopy=False), keys, lost).missing(), attrs)
+    if launcher.kind == "local":
+        run_workers(work, run, run.workers, lambda stop: watch(run, stop))
+    else:
+        run_array(run, launcher)
+    results = []
+    for cell, key in zip(cells, keys, strict=True):
+        result = store.get(key)
+        if result is None:
+            raise RunFailed(
+                f"cell {cell_name(cell)} ({key}) is done in the study, but no store holds its result"
+            )
+        results.append({"ablation": run.name, "kind": cell.kind, "key": key, **dict(cell.labels), **result})
+    return results
+
+
+def run_array(run: AblationRun, launcher: LauncherConfig) -> None:
+    """The workers as ``launcher.tasks`` array tasks (:mod:`study.launch`); waits, with progress, until
+    every cell is done or every task has ended; a line per failed task."""
+    made = launch.executor(launcher, f"bnn-ablation-{run.name}", run.params.threads, run.params.cpu_isa)
+    launch.check_stores(run.storage, run.params.tracking.uri, launcher.kind, run.storage != default_storage())
+    # Every task uses this process's tracking URI, not its own environment's.
+    tracking = run.params.tracking.model_copy(update={"uri": tracking_uri(run.params.tracking.uri)})
+    tasks_run = replace(
+        run, params=run.params.model_copy(update={"tracking": tracking}), workers=launcher.tasks
+    )
+    array = launch.submit(made, launcher.kind, work, tasks_run, launcher.tasks)
+    print(f"ablation {run.name}: {len(run.keys)} cells, {launcher.tasks} worker task(s): {array.label()}",
+          flush=True)  # fmt: skip
+    study = load_study(run)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(run, stop), daemon=True)
+    watcher.start()
+    try:
+        while not Standing.of(study.get_trials(deepcopy=False), run.keys, run.lost).complete:
+            if array.done():
+                break
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        if array.kind != "slurm":
+            array.cancel()
+        print(f"interrupted; the tasks {'go on: ' + array.follow() if array.kind == 'slurm' else 'stopped'}; "
+              "the same command goes on from the cells done", file=sys.stderr)  # fmt: skip
+        raise SystemExit(130) from None
+    finally:
+        stop.set()
+        watcher.join()
+    for line in array.failures():
+        print(line, file=sys.stderr)
+    if not Standing.of(study.get_trials(deepcopy=False), run.keys, run.lost).complete:
+        raise RunFailed(f"ablation {run.name}: the tasks ended before every cell was done; run the same "
+                        "command again to go on from the cells done")  # fmt: skip
 
 
 def runs_frame(results: list[dict]) -> pd.DataFrame:
@@ -287,32 +303,7 @@ def runs_frame(results: list[dict]) -> pd.DataFrame:
     return frame.assign(**missing)
 
 
-def _log_reused_children(tracker: Tracker, run: AblationRun, store: CellStore) -> None:
-    """Cells reused from the store (trained for another ablation or an earlier run) get a child here too."""
-    logged = {
-        r.data.tags.get("cell_key")
-        for r in tracker.client.search_runs(
-            [tracker.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{run.parent_run_id}'",
-            max_results=50000,
-        )
-    }
-    for cell, key in zip(run.cells, run.keys, strict=True):
-        if key in logged:
-            continue
-        result = store.get(key)
-        with tracker.child(
-            run.parent_run_id,
-            cell_name(cell),
-            params=dict(cell.overrides),
-            tags={**child_tags(cell, key), "reused": "true"},
-        ) as mlrun:
-            for epoch in result.get("history", []):
-                _epoch_logger(mlrun)(epoch)
-            mlrun.log_metrics(final_metrics(result))
-
-
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         allow_abbrev=False,  # the CPU pin reads --params before parsing (study.cpu_isa.params_file)
         prog="python -m study.reproduce ablate",
@@ -341,10 +332,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--data", type=Path, default=PREPARED_DATA, help="the prepared data set (default %(default)s)"
     )
+    parser.add_argument(
+        "--storage",
+        help="the Optuna storage the cells are trials in (default: search.storage, else $OPTUNA_STORAGE, "
+        "else sqlite:///<project>/optuna.db); every host given the same database and MLflow tracking "
+        "server shares the cells",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        help=f"seconds between a running cell's heartbeats (default {HEARTBEAT_SECONDS})",
+    )
+    parser.add_argument(
+        "--grace",
+        type=int,
+        help="seconds without heartbeat after which a cell's worker counts as dead and the cell is trained "
+        f"again (default {GRACE_SECONDS}, at least 3 heartbeats)",
+    )
+    launch_flags.add_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     params = load_params(args.params)
+    launcher = launch_flags.from_args(args, params.launcher)
     workers = args.workers or params.ablation.workers
-    if workers < 1:
-        parser.error("--workers must be at least 1")
+    if workers < 1 or (args.tasks is not None and args.tasks < 1) or (args.heartbeat or 1) < 1:
+        parser.error("--workers, --tasks and --heartbeat must be at least 1")
+    timing = {
+        "heartbeat": args.heartbeat or HEARTBEAT_SECONDS,
+        "grace": args.grace or max(GRACE_SECONDS, 3 * (args.heartbeat or 0)),
+    }
     for name in ABLATIONS if args.ablation == "all" else (args.ablation,):
-        run_ablation(name, params, quick=args.quick, workers=workers, out_dir=args.out, data_path=args.data)
+        run_ablation(
+            name,
+            params,
+            quick=args.quick,
+            workers=workers,
+            out_dir=args.out,
+            data_path=args.data,
+            storage=args.storage,
+            launcher=launcher,
+            **timing,
+        )

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
+from study import launch_flags
 from study.cli import run_main
 from study.paths import PROJECT_ROOT, STORE_ROOT
 from study.workers import WorkerPool
 
 if TYPE_CHECKING:
-    from study.config import LauncherConfig, Params
+    from study.config import Params
     from study.search.run import SearchRun
 
 SEARCH_FLAGS = ("trials", "study_name", "workers", "seed", "pruner", "stage1_candidates")
@@ -96,30 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(two objectives, no pruning)",
     )
     add_run_flags(parser)
-    add_launcher_flags(parser)
-    return parser
-
-
-def add_launcher_flags(parser: argparse.ArgumentParser) -> None:
-    """Where the workers run: local processes (``--workers``), or a job array (params.yaml ``launcher``)."""
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--launcher",
-        choices=("local", "slurm", "submitit-local"),
-        help="local: worker processes of this command (--workers); slurm: a SLURM job array of "
-        "launcher.tasks workers, one per task (and GPU); submitit-local: the same through submitit's "
-        "local executor, to try it here (default: launcher.kind)",
-    )
-    where.add_argument(
-        "--slurm", dest="launcher", action="store_const", const="slurm", help="short for --launcher slurm"
-    )
-    parser.add_argument("--tasks", type=int, help="the job array's size (default launcher.tasks)")
+    launch_flags.add_flags(parser)
     parser.add_argument(
         "--no-wait",
         action="store_true",
         help="with a job array: submit, print how to follow the tasks, and return; the same command "
         "without it writes the summary once the study is complete",
     )
+    return parser
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         params = load_params(params_path)
-        launcher = launcher_of(args, params.launcher)
+        launcher = launch_flags.from_args(args, params.launcher, extra=("no_wait",))
         run = search_run(args, params)
         if launcher.kind == "local":
             run_search(run, pool)
@@ -169,29 +154,10 @@ def main(argv: list[str] | None = None) -> None:
             launch_search(run, launcher, wait=not args.no_wait, storage_given=storage_given)
 
 
-def launcher_of(args: argparse.Namespace, launcher: LauncherConfig) -> LauncherConfig:
-    """params.yaml's ``launcher`` with the command line's kind and tasks; flags of another kind refused."""
-    from study.errors import InputError
-
-    launcher = launcher.model_copy(
-        update={"kind": args.launcher or launcher.kind, "tasks": args.tasks or launcher.tasks}
-    )
-    if launcher.kind == "local" and (args.tasks or args.no_wait):
-        raise InputError(
-            "--tasks and --no-wait are for a job array: add --slurm or --launcher submitit-local"
-        )
-    if launcher.kind != "local" and args.workers:
-        raise InputError(
-            f"--workers counts local processes; with launcher {launcher.kind} the workers are the array's "
-            "tasks (--tasks, launcher.tasks)"
-        )
-    return launcher
-
-
 def search_run(args: argparse.Namespace, params: Params) -> SearchRun:
     """The run every worker shares: params.yaml's ``search`` section under the command line's flags."""
     from study.search.run import SearchRun, default_out
-    from study.search.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, default_storage
+    from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS, storage_url
 
     search = params.search
     for flag in SEARCH_FLAGS:
@@ -201,7 +167,7 @@ def search_run(args: argparse.Namespace, params: Params) -> SearchRun:
     return SearchRun(
         params=params,
         study_name=args.study_name,
-        storage=args.storage or search.storage or os.environ.get("OPTUNA_STORAGE") or default_storage(),
+        storage=storage_url(args.storage, search.storage),
         trials=args.trials,
         seed=args.seed,
         pruner=args.pruner,

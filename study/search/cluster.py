@@ -29,37 +29,11 @@ POLL_SECONDS = 2.0  # how often the submitting command looks at the study and th
 SETTLE_SECONDS = 60.0  # after the last trial, how long it waits for the tasks to end before reporting them
 
 
-def check_stores(run: SearchRun, kind: str, storage_given: bool) -> None:
-    """On SLURM the tasks run on other hosts, which share no file but through a network file system,
-    where SQLite's locking is unsafe: the default SQLite storage is refused, a given one warned about."""
-    if kind != "slurm":
-        return
-    if run.storage.startswith("sqlite"):
-        if not storage_given:
-            raise launch.LaunchError(
-                f"launcher slurm: the default storage {redact(run.storage)} is an SQLite file, which tasks "
-                "on other hosts cannot share safely; give a PostgreSQL URL (--storage, search.storage or "
-                "$OPTUNA_STORAGE), or that file explicitly with --storage if you accept the risk"
-            )
-        print(
-            f"warning: storage {redact(run.storage)} is an SQLite file: safe only if every task sees it on "
-            "a local disk, never over NFS; PostgreSQL is the storage for a cluster",
-            file=sys.stderr,
-        )
-    uri = tracking_uri(run.params.tracking.uri)
-    if uri.startswith("sqlite"):
-        print(
-            f"warning: MLflow store {redact(uri)} is an SQLite file that tasks on other hosts write over "
-            "the shared file system; a tracking server (MLFLOW_TRACKING_URI=http://...) is safer",
-            file=sys.stderr,
-        )
-
-
 def launch_search(run: SearchRun, launcher: LauncherConfig, wait: bool, storage_given: bool) -> None:
     """Submit the search's workers as a job array; unless not ``wait``, wait and summarise the study."""
     executor = launch.executor(launcher, f"bnn-search-{run.study_name}", run.params.threads,
                                run.params.cpu_isa)  # fmt: skip
-    check_stores(run, launcher.kind, storage_given)
+    launch.check_stores(run.storage, run.params.tracking.uri, launcher.kind, storage_given)
     # Every task uses this process's tracking URI, not its own environment's.
     tracking = run.params.tracking.model_copy(update={"uri": tracking_uri(run.params.tracking.uri)})
     run.params = run.params.model_copy(update={"tracking": tracking})

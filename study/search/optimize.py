@@ -14,8 +14,7 @@ import time
 import warnings
 
 import optuna
-from mlflow.entities import RunTag
-from mlflow.tracking import MlflowClient
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from bnn import NonFiniteLossError, PreparedData
@@ -23,9 +22,9 @@ from study.progress import progress
 from study.runner import prepare
 from study.search import candidates as stage1_candidates
 from study.search.run import DIRECTIONS, METRIC_NAMES, SearchRun
-from study.search.storage import StorageError, open_storage
 from study.search.trial import FINISHED, Objective, SurplusTrial
-from study.tracking import Tracker, tracking_uri
+from study.storage import MarkRunKilled, StorageError, adopt_unbeaten, open_storage
+from study.tracking import Tracker
 from study.urls import redact
 from study.workers import WorkerPool
 
@@ -43,25 +42,19 @@ def make_pruner(name: str, run: SearchRun, shared_stage1: bool) -> optuna.pruner
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
 
 
-class MarkRunKilled:
-    """For a trial whose worker died: mark its MLflow run KILLED, so no run stays RUNNING forever."""
-
-    def __init__(self, tracking: str | None):
-        self.tracking = tracking
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            client = MlflowClient(tracking_uri(self.tracking))
-            reason = f"worker {trial.user_attrs.get('worker', '?')} stopped beating; trial re-queued"
-            client.log_batch(run_id, tags=[RunTag("trial_state", "FAIL"), RunTag("failure", reason)])
-            client.set_terminated(run_id, "KILLED")
-
-
 def storage_of(run: SearchRun):
-    return open_storage(
-        run.storage, run.heartbeat, run.grace, on_stale=MarkRunKilled(run.params.tracking.uri)
-    )
+    """The study's storage; a trial whose worker died has its MLflow run marked KILLED and its
+    parameters re-queued as a waiting trial (at most 3 times), which the next free worker runs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
+    mark_killed = MarkRunKilled(run.params.tracking.uri)
+
+    def stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        mark_killed(study, trial)
+        retry(study, trial)
+
+    return open_storage(run.storage, run.heartbeat, run.grace, on_stale=stale)
 
 
 def load_study(run: SearchRun, worker: int = 0) -> optuna.Study:
@@ -148,20 +141,6 @@ def work(run: SearchRun, worker: int = 0, data: PreparedData | None = None) -> N
         )
         last = study.get_trials(deepcopy=False)[-1]
         failures += last.state == TrialState.FAIL and not last.user_attrs.get("surplus", False)
-
-
-def adopt_unbeaten(study: optuna.Study, adopted: set[int]) -> None:
-    """Give each running trial one heartbeat when this worker first sees it.
-
-    Optuna fails a trial whose heartbeat went stale, but never one without any heartbeat: a worker
-    killed between creating its trial and the first beat (Ctrl-C or a cluster's preemption at a trial's
-    start) would leave it running for ever, and the study waiting for it. With this beat, such a trial
-    goes stale after the grace period and is failed and re-queued as any other; a live trial beats on.
-    """
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial._trial_id not in adopted:
-            adopted.add(trial._trial_id)
-            study._storage.record_heartbeat(trial._trial_id)
 
 
 def report_failure(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

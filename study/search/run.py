@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study.config import PROJECT_ROOT, Params
-from study.search.storage import GRACE_SECONDS, HEARTBEAT_SECONDS
+from study.storage import GRACE_SECONDS, HEARTBEAT_SECONDS
 
 DIRECTIONS = {"acc": "maximize", "ff": "minimize"}
 METRIC_NAMES = {"acc": "val_acc", "ff": "ff_ratio"}

@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 
 from bnn import DataError, NonFiniteLossError
 from study.config import DEFAULT_PARAMS, ParamsError, load_params, read_yaml
-from study.reproduce import ablate
+from study.reproduce import ablate, cell_worker
 from study.reproduce.ablate import ablation_base, expand, run_ablation
 from study.reproduce.lr_bracket import bracket_status, lr_sweep
 from study.reproduce.report import cell_frame, write_report
@@ -331,6 +331,7 @@ def write_params(folder: Path) -> Path:
         raw[stage].update(optimizer="adam", lr=2.0e-3, schedule="constant")
     raw["stage1"]["weight_decay"], raw["stage2"]["weight_decay"] = PAPER
     raw["tracking"] = {"uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "ablate-test"}
+    raw["search"]["storage"] = f"sqlite:///{folder / 'optuna.db'}"  # the cells' study
     raw["ablation"].update(
         quick_seeds=3,
         quick_epochs=1,
@@ -407,7 +408,7 @@ def ablated(tmp_path_factory):
         def must_not_train(*args, **kwargs):
             raise AssertionError("a stored cell was trained again")
 
-        patch.setattr(ablate, "run_cell", must_not_train)
+        patch.setattr(cell_worker, "run_cell", must_not_train)
         again = run_ablation(
             "wd", params, quick=True, out_dir=out, store_dir=store, data_path=folder / "data.pt"
         )
@@ -654,7 +655,7 @@ def test_report_has_every_claim_with_a_verdict_and_the_figures(ablated):
 @pytest.mark.slow
 def test_a_cell_with_a_nan_loss_is_recorded_as_failed_and_the_rest_runs(tmp_path, monkeypatch):
     params = load_params(write_params(tmp_path))
-    real_run_cell = ablate.run_cell
+    real_run_cell = cell_worker.run_cell
     failing = {"training": "one-stage", "seed": 1}
 
     def run_cell(cell, *args, **kwargs):
@@ -662,7 +663,7 @@ def test_a_cell_with_a_nan_loss_is_recorded_as_failed_and_the_rest_runs(tmp_path
             raise NonFiniteLossError("loss became nan at epoch 1, step 3")
         return real_run_cell(cell, *args, **kwargs)
 
-    monkeypatch.setattr(ablate, "run_cell", run_cell)  # workers=1: the cells run in this process
+    monkeypatch.setattr(cell_worker, "run_cell", run_cell)  # workers=1: the cells run in this process
     out = tmp_path / "out"
     table = run_ablation(
         "stages",

@@ -18,7 +18,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from ruamel.yaml import YAML
-from test_scale_out import databases, postgres  # noqa: F401  (a fixture, used by name)
 from test_search import PROJECT, TINY_SPACE, finished_numbers, mlflow_runs, search_args, write_params
 
 from study import launch
@@ -55,13 +54,10 @@ def fake_slurm(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=postgres)])
-def test_two_array_tasks_finish_the_search_together(tmp_path, request, backend):
-    if backend == "postgres":
-        databases = request.getfixturevalue("databases")  # test_scale_out's: fresh databases on the server
-        storage, tracking = databases(), databases()
-    else:
-        storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", None
+def test_two_array_tasks_finish_the_search_together(tmp_path):
+    """On the default SQLite storage, as a user tries it on one machine; on PostgreSQL and an MLflow
+    server, the ablations' array tasks are tested (tests/study/reproduce/test_hosts.py)."""
+    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", None
     write_params(tmp_path, TINY_SPACE, tracking=tracking, epochs=10)  # trials long enough for both tasks
     with_launcher(tmp_path, tasks=2)
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "BNN_STUDY_ROOT": str(tmp_path), "CI": "true"}

@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
+from postgres_server import SERVER, postgres
 from sqlalchemy.engine import make_url
 from test_search import PROJECT, TINY_SPACE, finished_numbers, mlflow_runs, search_args, write_params
 
@@ -25,43 +24,10 @@ import study.tracking
 from bnn import NonFiniteLossError
 from study.cli import run_main
 from study.search.__main__ import main
-from study.search.optimize import adopt_unbeaten
-from study.search.storage import open_storage
+from study.storage import adopt_unbeaten, open_storage
 from study.urls import with_driver
 
-SERVER = os.environ.get("BNN_TEST_POSTGRES")
-postgres = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(
-        not SERVER, reason="no PostgreSQL server: run through `make test` (.ci/with-postgres)"
-    ),
-]
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-
-@pytest.fixture
-def databases(tmp_path, monkeypatch):
-    """A factory of fresh PostgreSQL databases on the test server, dropped afterwards.
-
-    An MLflow store on one keeps its artifacts under the store root (:func:`study.tracking.artifact_root`),
-    which in this process is the checkout: it is the test's folder instead, as ``BNN_STUDY_ROOT`` makes it
-    for the commands these tests start."""
-    monkeypatch.setattr(study.tracking, "STORE_ROOT", tmp_path)
-    created = []
-    admin = sqlalchemy.create_engine(SERVER, isolation_level="AUTOCOMMIT")
-
-    def new() -> str:
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as connection:
-            connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-        created.append(name)
-        return make_url(SERVER).set(database=name).render_as_string(hide_password=False)
-
-    yield new
-    with admin.connect() as connection:
-        for name in created:
-            connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 @pytest.mark.parametrize("backend", [pytest.param("postgres", marks=postgres)])
@@ -133,7 +99,8 @@ def _running_trial_of_another_process(storage: str, main_pid: int) -> tuple[int,
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_trial_whose_worker_died_before_its_first_heartbeat_goes_stale_once_adopted(tmp_path):
-    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat=1, grace=2)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)  # as the search's storage has
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat=1, grace=2, on_stale=retry)
     study = optuna.create_study(study_name="tiny", storage=storage)
     orphan = study.ask()  # running, never beating: its worker died between creating it and the first beat
     adopt_unbeaten(study, adopted := set())
