@@ -54,6 +54,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import optuna
 import pandas as pd
 
 from bnn import PreparedData
@@ -356,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its INFO lines; the progress says what matters
     params = load_params(args.params)
     launcher = launch_flags.from_args(args, params.launcher)
     workers = args.workers or params.ablation.workers
