@@ -9,7 +9,11 @@ SQLite transactions start with ``BEGIN IMMEDIATE``: Optuna claims a waiting tria
 state and then writing it, which PostgreSQL makes atomic with ``SELECT ... FOR UPDATE`` but SQLite
 (whose Python driver opens a transaction only at the write) does not: measured here, four processes
 popping 300 enqueued trials from one SQLite file claimed 314, 14 of them twice. Taking the write lock
-at the start of every transaction makes the read and the write one step, as on PostgreSQL.
+at the start of every transaction makes the read and the write one step, as on PostgreSQL. The file
+is in WAL mode with ``synchronous=NORMAL``: a commit costs 1.6 ms instead of 4.8 ms here (a cell
+makes about ten), and a power cut can undo the last commits but never corrupt the file (a cell whose
+COMPLETE was undone is found in the cell store and not trained again). WAL, like SQLite itself, needs
+a local disk: never put this file on NFS (``--slurm`` refuses it by default).
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def _serialize_sqlite(storage: RDBStorage) -> None:
     @event.listens_for(storage.engine, "connect")
     def _driver_autocommit(connection, record) -> None:
         connection.isolation_level = None
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
 
     @event.listens_for(storage.engine, "begin")
     def _begin_immediate(connection) -> None:

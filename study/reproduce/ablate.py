@@ -233,8 +233,8 @@ def trial_attrs(cell: Cell, base: Params, data: PreparedData) -> dict:
 def train_cells(
     run: AblationRun, cells: list[Cell], data: PreparedData, tracker: Tracker, launcher: LauncherConfig
 ) -> list[dict]:
-    """Every cell's result, from the study: cells not done are enqueued and trained by this command's
-    workers (and whoever else works on the study) until every one is done."""
+    """Every cell's result, from the study: this command's workers (and whoever else works on the study)
+    enqueue and train the cells not done until every one is done."""
     keys = [cell.key(run.base, data) for cell in cells]
     attrs = {key: trial_attrs(cell, run.base, data) for cell, key in zip(cells, keys, strict=True)}
     store = CellStore(run.store_dir, shared_cells(tracker))
@@ -242,7 +242,6 @@ def train_cells(
     done = Standing.of(study.get_trials(deepcopy=False), keys).done
     lost = frozenset(key for key in done if store.get(key) is None)
     run = replace(run, cells=cells, keys=keys, attrs=attrs, lost=lost)
-    cell_study.enqueue(study, Standing.of(study.get_trials(deepcopy=False), keys, lost).missing(), attrs)
     if launcher.kind == "local":
         run_workers(work, run, run.workers, lambda stop: watch(run, stop))
     else:

@@ -7,6 +7,7 @@ running the same command against the same storage and MLflow server, or as a tas
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -139,10 +140,13 @@ def work(run: AblationRun, worker: int = 0) -> None:
         standing = Standing.of(study.get_trials(deepcopy=False), run.keys, run.lost)
         if standing.complete:
             return
-        cell_study.enqueue(study, standing.missing(), run.attrs)
         trial = cell_study.claim(study, standing, order)
         if trial is None:
-            time.sleep(POLL_SECONDS)  # the rest is running elsewhere, or waits for a stage 1 in training
+            key = standing.next_missing(order, run.attrs)
+            if key is None:
+                time.sleep(POLL_SECONDS)  # the rest is running elsewhere, or waits for a stage 1 in training
+            else:
+                cell_study.enqueue(study, [key], run.attrs)  # claimed next round, by whoever comes first
             continue
         adopted.add(trial._trial_id)
         with beating(study._storage, trial._trial_id, run.heartbeat):
@@ -152,7 +156,12 @@ def work(run: AblationRun, worker: int = 0) -> None:
                 study.tell(trial.number, state=TrialState.FAIL)
                 continue
             key = trial.user_attrs[cell_study.KEY]
-            train_trial(run, study, trial, cells[key], key, data, tracker, store, stage1_store)
+            try:
+                train_trial(run, study, trial, cells[key], key, data, tracker, store, stage1_store)
+            except BaseException:  # Ctrl-C, a bug: failed now, not after the grace period; retried
+                with contextlib.suppress(Exception):  # already told, or the database is gone
+                    study.tell(trial.number, state=TrialState.FAIL)
+                raise
 
 
 def train_trial(

@@ -691,3 +691,49 @@ def test_a_cell_with_a_nan_loss_is_recorded_as_failed_and_the_rest_runs(tmp_path
     runs = [r for r in client.search_runs([experiment.experiment_id]) if "failure" in r.data.tags]
     assert [r.data.tags["cell_key"] for r in runs] == [failed["key"].item()]
     assert runs[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_an_interrupted_cell_fails_at_once_and_the_same_command_goes_on(tmp_path, monkeypatch):
+    """Ctrl-C in a cell: its trial is failed now (a re-run need not wait out the grace period), its MLflow
+    run is KILLED, and the same command trains it and the rest, reusing the cells done before."""
+    import optuna
+    from optuna.trial import TrialState
+
+    params = load_params(write_params(tmp_path))
+    real_run_cell = cell_worker.run_cell
+    trained = []
+
+    def interrupted(cell, *args, **kwargs):
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        trained.append(cell)
+        return real_run_cell(cell, *args, **kwargs)
+
+    monkeypatch.setattr(cell_worker, "run_cell", interrupted)
+    run = {
+        "quick": True,
+        "out_dir": tmp_path / "out",
+        "store_dir": tmp_path / "store",
+        "data_path": tmp_path / "data.pt",
+    }
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation("stages", params, **run)
+    study = optuna.load_study(study_name=optuna.get_all_study_names(params.search.storage)[0],
+                              storage=params.search.storage)  # fmt: skip
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states.count(TrialState.COMPLETE) == 2 and states.count(TrialState.FAIL) == 1
+    assert TrialState.RUNNING not in states
+    client = MlflowClient(params.tracking.uri)
+    experiment = client.get_experiment_by_name("ablate-test-ablations")
+    statuses = [
+        r.info.status for r in client.search_runs([experiment.experiment_id]) if "cell_key" in r.data.tags
+    ]
+    assert sorted(statuses) == ["FINISHED", "FINISHED", "KILLED"]
+
+    monkeypatch.setattr(cell_worker, "run_cell", real_run_cell)
+    trained.clear()
+    table = run_ablation("stages", params, **run)
+    assert len(table) == 6 and table["test_acc"].notna().all()
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states.count(TrialState.COMPLETE) == 6  # the two done before were not trained again

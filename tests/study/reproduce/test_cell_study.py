@@ -83,3 +83,14 @@ def test_a_study_created_twice_is_the_same_study(tmp_path):
     one = cell_study.open_study("ablation-x", open_storage(url))
     two = cell_study.open_study("ablation-x", open_storage(url))
     assert one._study_id == two._study_id
+
+
+def test_a_worker_takes_the_next_missing_cell_whose_stage_1_nobody_is_training(study):
+    order = ["a", "b", "c"]
+    assert standing(study).next_missing(order, ATTRS) == "a"
+    cell_study.enqueue(study, ["a"], ATTRS)
+    cell_study.claim(study, standing(study), order)  # a's worker trains stage 1 "s1", which b shares
+    assert standing(study).next_missing(order, ATTRS) == "c"
+    cell_study.enqueue(study, ["c"], ATTRS)
+    cell_study.claim(study, standing(study), order)
+    assert standing(study).next_missing(order, ATTRS) is None  # b waits for a's stage 1
