@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bnn import NonFiniteLossError, PreparedData
 from study.config import Params
 from study.reproduce import cell_study
-from study.reproduce.cell_store import CellStore, shared_cells
+from study.reproduce.cell_store import CELL_KEY_TAG, CellStore, shared_cells
 from study.reproduce.cell_study import Standing
 from study.reproduce.cells import Cell
 from study.reproduce.training import run_cell
@@ -97,7 +97,7 @@ def cell_name(cell: Cell) -> str:
 def child_tags(cell: Cell, key: str) -> dict[str, str]:
     return {
         "bnn.kind": "ablation-cell",
-        "cell_key": key,
+        CELL_KEY_TAG: key,
         "ablation": cell.ablation,
         "cell_kind": cell.kind,
         **{f"cell.{k}": str(v) for k, v in cell.labels},
