@@ -34,8 +34,11 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# The training step of every model, real-valued, binary and binary with diagnostics (about 5 minutes
+# here); the table goes into the README's bench-step block. BNN_REFERENCE_REPOS=DIR adds AdamBNN's
+# and ReCU's models.
 benchmark: install
-	$(BIN)/python -m study.benchmark
+	$(BIN)/python -m study.benchmark --readme README.md
 
 # The search against a plain Optuna loop over the same training (about 30 minutes here); the
 # summaries go into the README's bench-search block.

@@ -1,0 +1,87 @@
+"""The benchmark's results file (reports/benchmarks/step.md) and the README block generated from it.
+
+The file is the command, one paragraph of set-up (machine, torch, commit, sizes of the run), and one
+table: per model and variant the median time of a step over the rounds with its spread, and on the
+rows they concern the ratios, each the median over rounds of the ratio within a round (IQR beside):
+binary / real-valued on a binary row, diagnostics / none on a diagnostics row, ours / reference on a
+reference row.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from study.benchmark.timing import Spread, paired_ratio
+from study.benchmark.variants import BINARY, DIAGNOSTICS, REAL, Size, Variant
+from study.cpu_isa import cpu_model
+from study.readme import replace_block
+
+TARGETS = {"binary / real": 1.2, "diagnostics / none": 1.05}
+RATIOS = (*TARGETS, "ours / reference")
+
+
+@dataclass
+class ModelTimes:
+    model: str
+    size: Size
+    seconds: dict[Variant, list[float]]  # seconds per step, one value per round
+
+    def ratios(self, variant: Variant) -> dict[str, Spread]:
+        """The ratios a row of ``variant`` carries (none for the real-valued one)."""
+        ours = self.seconds.get(Variant(variant.binarizer, BINARY))
+        if variant.name == BINARY:
+            return {"binary / real": paired_ratio(ours, self.seconds[Variant("", REAL)])}
+        if variant.name == DIAGNOSTICS:
+            return {"diagnostics / none": paired_ratio(self.seconds[variant], ours)}
+        if variant.name != REAL:
+            return {"ours / reference": paired_ratio(ours, self.seconds[variant])}
+        return {}
+
+
+def table(results: list[ModelTimes]) -> pd.DataFrame:
+    rows = []
+    for result in results:
+        for variant, seconds in result.seconds.items():
+            ms = Spread.of([s * 1e3 for s in seconds])
+            ratios = result.ratios(variant)
+            rows.append({
+                "model": result.model,
+                "size": str(result.size),
+                "binarizer": variant.binarizer or "-",
+                "variant": variant.name,
+                "median ms": f"{ms.median:.4g}",
+                "IQR ms": f"{ms.q1:.4g}-{ms.q3:.4g}",
+                "min-max ms": f"{ms.low:.4g}-{ms.high:.4g}",
+                **{name: _ratio(ratios[name]) if name in ratios else "" for name in RATIOS},
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def text(command: str, setup: str, results: list[ModelTimes]) -> str:
+    return f"{command}\n\n{setup}\n\n{table(results).to_markdown(index=False)}\n"
+
+
+def machine() -> str:
+    """CPU, cores, torch threads and version, as the set-up paragraph states them."""
+    return (f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}")  # fmt: skip
+
+
+def readme_block(step_md: Path) -> str:
+    """The command, set-up and table of ``step_md``, as one block."""
+    command, setup, table_text = step_md.read_text().split("\n\n")[:3]
+    return f"{command}: {setup}\n\n{table_text.rstrip()}"
+
+
+def update_readme(readme: Path, step_md: Path) -> None:
+    """Put :func:`readme_block` into the README's ``bench-step`` block."""
+    replace_block(readme, "bench-step", readme_block(step_md))
+
+
+def _ratio(spread: Spread) -> str:
+    return f"{spread.median:.3f} ({spread.q1:.3f}-{spread.q3:.3f})"

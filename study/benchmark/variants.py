@@ -1,0 +1,114 @@
+"""What is timed for one model: its sizes, its variants, and one round of steps of each.
+
+Every variant trains a fresh copy of the model as the pipeline builds it (:func:`study.runner.new_model`
+with params.yaml's model settings, only name, width and weight binarizer replaced) with stage 2's
+optimizer settings, on one fixed batch of random images normalised by :func:`bnn.iterate_batches`:
+the real-valued network, and per weight binarizer the binary one without and with every diagnostic
+``train_stage`` attaches. A reference implementation (:mod:`study.benchmark.reference`) joins the
+model it stands beside, trained by the same step without diagnostics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bnn import ImageData, PreparedData, iterate_batches
+from bnn.binarize import recu_tau
+from study.benchmark.reference import Reference
+from study.benchmark.step import TrainStep
+from study.config import Params
+from study.runner import new_model
+
+REAL, BINARY, DIAGNOSTICS = "real-valued", "binary", "binary + diagnostics"
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Size:
+    width: int
+    batch: int
+    image: int
+    channels: int
+
+    def __str__(self) -> str:
+        return f"width {self.width}, batch {self.batch}, {self.image}x{self.image}x{self.channels}"
+
+
+# The default run (3 rounds) takes about 5 minutes on one thread of this machine's 2 cores, so the
+# convolutional models run at small batches: a step of ResNet-18 at batch 32 takes ~1.7 s here, one of
+# ReActNet-A at batch 16 ~1.5 s, and a round is 8 steps of 5-6 variants. ResNet-18 and ReActNet-A keep
+# the widths of ReCU's resnet18_1w1a and AdamBNN's ReActNet-A, which the reference comparison needs;
+# ReActNet-A's 28M latent weights then make its step mostly weight-bound (optimizer, binarizer).
+SIZES = {
+    "mlp": Size(width=256, batch=128, image=28, channels=1),
+    "cnn": Size(width=32, batch=32, image=28, channels=1),
+    "resnet18": Size(width=64, batch=8, image=32, channels=3),
+    "reactnet_a": Size(width=32, batch=4, image=64, channels=3),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    binarizer: str  # "" for the real-valued network (the same whichever binarizer)
+    name: str
+
+
+def random_batch(size: Size, seed: int) -> tuple[PreparedData, Tensor, Tensor]:
+    """A data set of one batch of random images (for the model's shapes) and that batch, normalised."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (size.batch, size.channels, size.image, size.image)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+    split = ImageData(images, torch.arange(size.batch) % NUM_CLASSES)
+    pixels = images.float() / 255
+    data = PreparedData(name="random", classes=[str(c) for c in range(NUM_CLASSES)], train=split, val=split,
+                        test=split, mean=pixels.mean((0, 2, 3)), std=pixels.std((0, 2, 3)))  # fmt: skip
+    x, y = next(iterate_batches(split, batch_size=size.batch, mean=data.mean, std=data.std, shuffle=False))
+    return data, x, y
+
+
+def model_params(params: Params, model: str, size: Size, binarizer: str, threads: int) -> Params:
+    """params.yaml's settings for ``model`` at ``size`` (its ``model.options`` only if it is that model)."""
+    options = params.model.options if model == params.model.name else {}
+    update = {"name": model, "width": size.width, "weight_binarizer": binarizer, "options": options}
+    return params.model_copy(update={"model": params.model.model_copy(update=update), "threads": threads})
+
+
+def rounds_of(
+    params: Params,
+    model: str,
+    size: Size,
+    binarizers: list[str],
+    threads: int,
+    references: dict[Reference, Callable] | None = None,
+) -> dict[Variant, Callable[[int], None]]:
+    """Per variant, a function that runs one round: an epoch's start, then as many steps as it is told."""
+    data, x, y = random_batch(size, params.seed)
+    cfg = params.stage2
+
+    def ours(binarizer: str, mode: str, diagnostics: bool) -> TrainStep:
+        built = new_model(model_params(params, model, size, binarizer, threads), data)
+        return TrainStep(built, cfg, mode, diagnostics)
+
+    trained = {Variant("", REAL): ours(binarizers[0], "real", False)}
+    for binarizer in binarizers:
+        trained[Variant(binarizer, BINARY)] = ours(binarizer, "binary", False)
+        trained[Variant(binarizer, DIAGNOSTICS)] = ours(binarizer, "binary", True)
+    for ref, build in (references or {}).items():
+        if ref.model == model and ref.binarizer in binarizers:
+            torch.manual_seed(params.seed)
+            theirs = build(num_classes=NUM_CLASSES, tau=recu_tau(0.0, *cfg.recu_tau))
+            trained[Variant(ref.binarizer, ref.label)] = TrainStep(theirs, cfg, "binary", False)
+    return {variant: _round(step, x, y) for variant, step in trained.items()}
+
+
+def _round(step: TrainStep, x: Tensor, y: Tensor) -> Callable[[int], None]:
+    def run(steps: int) -> None:
+        step.start_epoch()
+        for _ in range(steps):
+            step(x, y)
+
+    return run
