@@ -54,9 +54,9 @@ def table(results: list[ModelTimes]) -> pd.DataFrame:
                 "size": str(result.size),
                 "binarizer": variant.binarizer or "-",
                 "variant": variant.name,
-                "median ms": f"{ms.median:.4g}",
-                "IQR ms": f"{ms.q1:.4g}-{ms.q3:.4g}",
-                "min-max ms": f"{ms.low:.4g}-{ms.high:.4g}",
+                "median ms": _ms(ms.median),
+                "IQR ms": f"{_ms(ms.q1)}-{_ms(ms.q3)}",
+                "min-max ms": f"{_ms(ms.low)}-{_ms(ms.high)}",
                 **{name: _ratio(ratios[name]) if name in ratios else "" for name in RATIOS},
             })  # fmt: skip
     return pd.DataFrame(rows)
@@ -68,8 +68,8 @@ def text(command: str, setup: str, results: list[ModelTimes]) -> str:
 
 def machine() -> str:
     """CPU, cores, torch threads and version, as the set-up paragraph states them."""
-    return (f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}")  # fmt: skip
+    threads = torch.get_num_threads()
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} on {threads} thread(s)"
 
 
 def readme_block(step_md: Path) -> str:
@@ -81,6 +81,11 @@ def readme_block(step_md: Path) -> str:
 def update_readme(readme: Path, step_md: Path) -> None:
     """Put :func:`readme_block` into the README's ``bench-step`` block."""
     replace_block(readme, "bench-step", readme_block(step_md))
+
+
+def _ms(value: float) -> str:
+    """Milliseconds to three or four significant digits."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 def _ratio(spread: Spread) -> str:

@@ -125,7 +125,7 @@ def test_the_command_times_every_model_and_binarizer_and_fills_the_readme(tmp_pa
     assert stdout.splitlines()[0] == reference.SKIPPED
     assert "--reference-dir DIR" in reference.SKIPPED and reference.ENV in reference.SKIPPED
     command, setup, rows = out.read_text().split("\n\n")[:3]
-    assert command.startswith("`python -m study.benchmark --width 8") and "torch threads" in setup
+    assert command.startswith("`python -m study.benchmark --width 8") and "thread(s)" in setup
     table_rows = parse(rows)
     assert [(row["model"], row["binarizer"], row["variant"]) for row in table_rows] == [
         (model, *variant) for model in SIZES for variant in
