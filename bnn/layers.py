@@ -9,7 +9,7 @@ Modes:
 - ``"binary_act"`` (stage 1): binary activations, real weights.
 - ``"binary"`` (stage 2): binary activations and binary weights ``alpha * sign(w)``, with
   ``alpha`` the detached per-output-channel mean ``|w|`` of the latent weights ``w`` (ReActNet);
-  with the ``recu`` weight binarizer, ``sign(recu_quantize(w))`` and the layer's output multiplied
+  with the ``recu`` weight binarizer, ReCU's ``sign(clamp(standardise(w)))`` and the layer's output multiplied
   by a learnable per-channel ``scale`` (ReCU's ``alpha``, initialised ``U[0, 1)`` as in ReCU).
 """
 
@@ -25,11 +25,12 @@ from torch import Tensor, nn
 from bnn.binarize import (
     ACTIVATION_BINARIZERS,
     WEIGHT_BINARIZERS,
+    RecuSign,
     ScaledSignSTE,
-    SignIdentitySTE,
+    StdNormalise,
     recu_bound,
-    recu_quantize,
-    recu_standardise,
+    recu_signs,
+    recu_standardised,
 )
 
 MODES = ("real", "binary_act", "binary")
@@ -59,7 +60,7 @@ class _BinaryWeightMixin:
         if not self.binarize_weights:
             return w
         if self.weight_binarizer == "recu":
-            return SignIdentitySTE.apply(recu_quantize(w, self.tau))
+            return RecuSign.apply(w, self.tau)
         alpha = w.detach().abs().mean(tuple(range(1, w.dim())), keepdim=True)
         return ScaledSignSTE.apply(w, alpha)
 
@@ -67,9 +68,7 @@ class _BinaryWeightMixin:
         """The signs (True = +1) the binary forward pass uses: of ``w``, or for ReCU of the
         channel-centred ``w`` (standardising and clamping keep the sign)."""
         w = self.weight.detach()
-        if self.weight_binarizer == "recu":
-            w = w - w.mean(tuple(range(1, w.dim())), keepdim=True)
-        return w >= 0
+        return recu_signs(w) if self.weight_binarizer == "recu" else w >= 0
 
     def blocked_weights(self) -> Tensor:
         """Latent weights (True) to which the weight binarizer passes no gradient: ``|w| > 1`` under
@@ -80,8 +79,8 @@ class _BinaryWeightMixin:
         if not self.binarize_weights:
             return torch.zeros_like(w, dtype=torch.bool)
         if self.weight_binarizer == "recu":
-            scaled = recu_standardise(w)
-            return scaled.abs() > recu_bound(scaled, self.tau)
+            scaled, _ = recu_standardised(w)
+            return (scaled.abs() > recu_bound(scaled, self.tau)).view_as(w)
         return w.abs() > 1
 
     def _scaled(self, out: Tensor, channel_dim: int) -> Tensor:
@@ -157,7 +156,7 @@ class SignActivation(nn.Module):
         if not self.enabled:
             return x
         if self.std_normalise and self.training:
-            x = x / torch.sqrt(x.var(tuple(range(1, x.dim())), keepdim=True) + 1e-5)
+            x = StdNormalise.apply(x)
         if self.probe is not None:
             self.probe(x)
         return self._sign(x)

@@ -42,9 +42,9 @@ def parser(params: Params) -> argparse.ArgumentParser:
     )
     parse.add_argument("--models", nargs="+", choices=list(SIZES), default=list(SIZES))
     parse.add_argument("--binarizers", nargs="+", choices=WEIGHT_BINARIZERS, default=list(WEIGHT_BINARIZERS))
-    parse.add_argument("--rounds", type=int, default=3, help="timed rounds (default: %(default)s)")
-    steps = f"steps per round and variant, a multiple of {SATURATION_EVERY} (default: %(default)s)"
-    parse.add_argument("--steps", type=int, default=SATURATION_EVERY, help=steps)
+    parse.add_argument("--rounds", type=int, default=5, help="timed rounds (default: %(default)s)")
+    steps = f"steps per round and variant, a multiple of {SATURATION_EVERY} (default: each model's own)"
+    parse.add_argument("--steps", type=int, help=steps)
     threads = "torch threads (default: params.yaml's, as the pipeline trains)"
     parse.add_argument("--threads", type=int, default=params.threads, help=threads)
     for flag in ("--width", "--batch-size", "--image-size"):
@@ -59,7 +59,7 @@ def parser(params: Params) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     params = load_params()
     args = parser(params).parse_args(argv)
-    if args.rounds < 2 or args.steps < 1 or args.steps % SATURATION_EVERY:
+    if args.rounds < 2 or (args.steps is not None and (args.steps < 1 or args.steps % SATURATION_EVERY)):
         raise BenchmarkError(
             f"--rounds {args.rounds} --steps {args.steps}: need 2 rounds or more (for a spread) and steps "
             f"a multiple of {SATURATION_EVERY} (every round probes saturation as often as an epoch does)"
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         size = sized(SIZES[model], args)
         runs = rounds_of(params, model, size, args.binarizers, args.threads, references)
         start = time.perf_counter()
-        results.append(report.ModelTimes(model, size, interleaved(runs, args.rounds, args.steps)))
-        print(f"{model} ({size}): {len(runs)} variants, {args.rounds} rounds of {args.steps} steps, "
+        results.append(report.ModelTimes(model, size, interleaved(runs, args.rounds, size.steps)))
+        print(f"{model} ({size}): {len(runs)} variants, {args.rounds} rounds, "
               f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
     command = "`" + " ".join(["python -m study.benchmark", *(sys.argv[1:] if argv is None else argv)]) + "`"
     text = report.text(command, setup(params, args, references), results)
@@ -91,6 +91,7 @@ def sized(size: Size, args: argparse.Namespace) -> Size:
         batch=args.batch_size or size.batch,
         image=args.image_size or size.image,
         channels=size.channels,
+        steps=args.steps or size.steps,
     )
 
 
@@ -99,15 +100,16 @@ def setup(params: Params, args: argparse.Namespace, references: dict) -> str:
     run = [ref for ref in references if ref.model in args.models and ref.binarizer in args.binarizers]
     theirs = ", ".join(f"{ref.label} ({ref.url} at {reference.commit(Path(args.reference_dir), ref)})"
                        for ref in run) or "none run"  # fmt: skip
+    targets = ", ".join(f"{name} <= {bound}" for name, bound in report.TARGETS.items())
     return (
         f"{report.machine()}, cpu_isa {params.cpu_isa}, commit {git_commit()[:7]}. Each variant trains a "
-        f"fresh model on one fixed batch of random images; {args.rounds} rounds of {args.steps} steps per "
-        f"variant after {WARMUP_STEPS} untimed steps, a model's variants interleaved. The step is stage "
-        f"2's of params.yaml ({stage.optimizer}, lr {stage.lr}; activations {model.act_binarizer}, "
-        f"act_std_normalise {model.act_std_normalise}); diagnostics: the sign tracker, the dead-weight "
-        f"tracker and the saturation probe on every {SATURATION_EVERY}th step. Ratios: per round, median "
-        f"over the rounds (IQR in parentheses); targets binary / real <= {report.TARGETS['binary / real']}, "
-        f"diagnostics / none <= {report.TARGETS['diagnostics / none']}. References: {theirs}."
+        f"fresh model on one fixed batch of random images; {args.rounds} rounds (of the steps in the size "
+        f"column) per variant after {WARMUP_STEPS} untimed steps, a model's variants interleaved. The step "
+        f"is stage 2's of params.yaml ({stage.optimizer}, lr {stage.lr}; activations {model.act_binarizer}, "
+        f"act_std_normalise {model.act_std_normalise}, on with recu as in ReCU's recipe); diagnostics: the "
+        f"sign tracker, the dead-weight tracker and the saturation probe on every {SATURATION_EVERY}th step. "
+        f"Ratios: per round, median over the rounds (IQR in parentheses); targets {targets}. "
+        f"References: {theirs}."
     )
 
 

@@ -33,21 +33,23 @@ class Size:
     batch: int
     image: int
     channels: int
+    steps: int  # per round and variant: a multiple of SATURATION_EVERY, a round of about a second or more
 
     def __str__(self) -> str:
-        return f"width {self.width}, batch {self.batch}, {self.image}x{self.image}x{self.channels}"
+        shape = f"{self.image}x{self.image}x{self.channels}"
+        return f"width {self.width}, batch {self.batch}, {shape}, {self.steps} steps a round"
 
 
-# The default run (3 rounds) takes about 5 minutes on one thread of this machine's 2 cores, so the
-# convolutional models run at small batches: a step of ResNet-18 at batch 32 takes ~1.7 s here, one of
-# ReActNet-A at batch 16 ~1.5 s, and a round is 8 steps of 5-6 variants. ResNet-18 and ReActNet-A keep
-# the widths of ReCU's resnet18_1w1a and AdamBNN's ReActNet-A, which the reference comparison needs;
-# ReActNet-A's 28M latent weights then make its step mostly weight-bound (optimizer, binarizer).
+# The sizes of a step as training runs it: params.yaml's batch of 128 for the MLP and the CNN on 28x28
+# digits; ResNet-18 and ReActNet-A at the widths of ReCU's resnet18_1w1a and AdamBNN's ReActNet-A (the
+# reference comparison needs them) and at batches a 2-core CPU trains in about 1.5 s a step. Smaller
+# batches make a step weight-bound (the binarizer, the optimizer and the diagnostics per latent weight)
+# as no real training run is. The default run (5 rounds) takes about 20 minutes on one thread here.
 SIZES = {
-    "mlp": Size(width=256, batch=128, image=28, channels=1),
-    "cnn": Size(width=32, batch=32, image=28, channels=1),
-    "resnet18": Size(width=64, batch=8, image=32, channels=3),
-    "reactnet_a": Size(width=32, batch=4, image=64, channels=3),
+    "mlp": Size(width=256, batch=128, image=28, channels=1, steps=64),
+    "cnn": Size(width=32, batch=128, image=28, channels=1, steps=8),
+    "resnet18": Size(width=64, batch=32, image=32, channels=3, steps=8),
+    "reactnet_a": Size(width=32, batch=16, image=64, channels=3, steps=8),
 }
 
 
@@ -71,9 +73,13 @@ def random_batch(size: Size, seed: int) -> tuple[PreparedData, Tensor, Tensor]:
 
 
 def model_params(params: Params, model: str, size: Size, binarizer: str, threads: int) -> Params:
-    """params.yaml's settings for ``model`` at ``size`` (its ``model.options`` only if it is that model)."""
+    """params.yaml's settings for ``model`` at ``size`` (its ``model.options`` only if it is that model);
+    the ``recu`` binarizer with ReCU's whole recipe, its inputs' std division included (as ReCU's code,
+    which the reference comparison times, does)."""
     options = params.model.options if model == params.model.name else {}
-    update = {"name": model, "width": size.width, "weight_binarizer": binarizer, "options": options}
+    std = params.model.act_std_normalise or binarizer == "recu"
+    update = {"name": model, "width": size.width, "weight_binarizer": binarizer, "options": options,
+              "act_std_normalise": std}  # fmt: skip
     return params.model_copy(update={"model": params.model.model_copy(update=update), "threads": threads})
 
 

@@ -169,3 +169,29 @@ def test_reactnet_init_starts_every_sign_positive_and_kaiming_is_symmetric():
         torch.cat([(layer.weight >= 0).flatten() for layer in binary_weight_layers(model)]).float().mean()
     )
     assert 0.45 < positive < 0.55
+
+
+@pytest.mark.parametrize("tau", [0.85, 0.99])
+def test_recu_layer_matches_recu_binarizeconv2d_at_a_resnet_layers_size(tau):
+    """The fused weight path and std division (one autograd node each) against ReCU's formula on a
+    64 -> 128 3x3 layer with off-centre weights and inputs: equal to float rounding."""
+    torch.manual_seed(1)
+    act = set_act_std_normalise(SignActivation("approx_sign"), True)
+    layer = set_mode(BinaryConv2d(64, 128, 3, padding=1, weight_binarizer="recu"), "binary")
+    layer.tau = tau
+    w = latent_weights(layer.weight.shape, seed=4) * 3 + 0.01
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    a = (torch.randn(8, 64, 8, 8) * 2 + 0.5).requires_grad_()
+    upstream = torch.randn(8, 128, 8, 8)
+    out = layer(act(a))
+    out.backward(upstream)
+
+    ref_w = w.clone().requires_grad_()
+    ref_alpha = layer.scale.detach().view(-1, 1, 1).clone().requires_grad_()
+    ref_a = a.detach().clone().requires_grad_()
+    reference = recu_conv(ref_a, ref_w, ref_alpha, tau, training=True)
+    reference.backward(upstream)
+    for ours, theirs in ((out, reference), (layer.weight.grad, ref_w.grad), (a.grad, ref_a.grad),
+                         (layer.scale.grad, ref_alpha.grad.flatten())):  # fmt: skip
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5 * float(theirs.detach().abs().max()))

@@ -20,7 +20,8 @@ from study.cli import run_main
 
 # What train_stage's epoch record takes from its validation pass, not from its training steps.
 VALIDATION_KEYS = {"epoch", "lr", "val_loss", "val_acc", "saturation"}
-TINY = ["--width", "8", "--batch-size", "4", "--image-size", "32", "--rounds", "2", "--threads", "1"]
+TINY = ["--width", "8", "--batch-size", "4", "--image-size", "32", "--rounds", "2", "--steps", "8",
+        "--threads", "1"]  # fmt: skip
 
 
 def tiny_model(digits, name: str, binarizer: str) -> torch.nn.Module:
@@ -84,7 +85,7 @@ def test_the_ratios_are_per_round_ratios_of_the_timings():
     real, binary, diagnostics, theirs = [1.0, 2.0, 4.0], [1.2, 2.2, 4.8], [1.26, 2.2, 4.8], [1.0, 2.0, 3.0]
     seconds = {Variant("", REAL): real, Variant("ste", BINARY): binary,
                Variant("ste", DIAGNOSTICS): diagnostics, Variant("ste", "theirs"): theirs}  # fmt: skip
-    times = ModelTimes("mlp", Size(8, 4, 8, 1), seconds)
+    times = ModelTimes("mlp", Size(8, 4, 8, 1, 8), seconds)
     assert times.ratios(Variant("", REAL)) == {}
     assert times.ratios(Variant("ste", BINARY))["binary / real"].median == pytest.approx(1.2)
     assert times.ratios(Variant("ste", DIAGNOSTICS))["diagnostics / none"].median == pytest.approx(1.0)
