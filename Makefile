@@ -34,11 +34,12 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
-# The training step of every model, real-valued, binary and binary with diagnostics (about 5 minutes
+# The training step of every model, real-valued, binary and binary with diagnostics (about 20 minutes
 # here); the table goes into the README's bench-step block. BNN_REFERENCE_REPOS=DIR adds AdamBNN's
-# and ReCU's models.
+# and ReCU's models. Then the conv nets' step under torch.compile (about 15 minutes): bench-compile.
 benchmark: install
 	$(BIN)/python -m study.benchmark --readme README.md
+	$(BIN)/python -m study.benchmark --models cnn resnet18 --compile --rounds 3 --out reports/benchmarks/compile.md --readme README.md
 
 # The search against a plain Optuna loop over the same training (about 30 minutes here); the
 # summaries go into the README's bench-search block.

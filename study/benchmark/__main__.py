@@ -3,6 +3,7 @@
     python -m study.benchmark                                  # every model, both weight binarizers
     python -m study.benchmark --models mlp --rounds 9
     python -m study.benchmark --reference-dir DIR              # AdamBNN's and ReCU's models beside ours
+    python -m study.benchmark --compile                        # and the step under torch.compile
     make benchmark                                             # = ... --readme README.md
 
 Writes reports/benchmarks/step.md (``--out``) and, with ``--readme``, the README's bench-step block.
@@ -51,6 +52,8 @@ def parser(params: Params) -> argparse.ArgumentParser:
         parse.add_argument(flag, type=int, help="instead of every model's own (variants.SIZES)")
     repos = f"checkouts of the reference repositories (default: ${reference.ENV})"
     parse.add_argument("--reference-dir", type=Path, default=os.environ.get(reference.ENV), help=repos)
+    compiled = "also the binary step with every diagnostic under torch.compile (stage 2's compile: true)"
+    parse.add_argument("--compile", action="store_true", help=compiled)
     parse.add_argument("--out", type=Path, default=STEP_MD, help="the results file (default: %(default)s)")
     parse.add_argument("--readme", type=Path, help="then put the results into this file's bench-step block")
     return parse
@@ -70,9 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for model in args.models:
         size = sized(SIZES[model], args)
-        runs = rounds_of(params, model, size, args.binarizers, args.threads, references)
+        runs = rounds_of(params, model, size, args.binarizers, args.threads, references, args.compile)
         start = time.perf_counter()
-        results.append(report.ModelTimes(model, size, interleaved(runs, args.rounds, size.steps)))
+        warmup: dict = {}
+        seconds = interleaved(runs, args.rounds, size.steps, warmup)
+        results.append(report.ModelTimes(model, size, seconds, warmup))
         print(f"{model} ({size}): {len(runs)} variants, {args.rounds} rounds, "
               f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
     command = "`" + " ".join(["python -m study.benchmark", *(sys.argv[1:] if argv is None else argv)]) + "`"
@@ -110,6 +115,13 @@ def setup(params: Params, args: argparse.Namespace, references: dict) -> str:
         f"sign tracker, the dead-weight tracker and the saturation probe on every {SATURATION_EVERY}th step. "
         f"Ratios: per round, median over the rounds (IQR in parentheses); targets {targets}. "
         f"References: {theirs}."
+        + (
+            " Compiled: the binary step with every diagnostic under torch.compile (compile: true); "
+            "compile s, the seconds its untimed first steps took beyond the eager step's; pays after, "
+            "those seconds over the median seconds a step saves."
+            if args.compile
+            else ""
+        )
     )
 
 

@@ -20,6 +20,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from bnn.layers import BinaryConv2d, SignActivation, set_act_std_normalise, set_mode
 from study.errors import InputError
 
 ENV = "BNN_REFERENCE_REPOS"
@@ -40,13 +41,15 @@ class Reference:
     source: str  # the model file, relative to root
     builder: str  # what in it builds the model (keyword ``num_classes``)
     tau_layer: str | None = None  # ReCU: the layer whose ``tau`` buffer its training loop sets per epoch
+    binary_conv: str | None = None  # ReCU: its binary conv, which ``build(..., ours=True)`` swaps for ours
 
 
 REFERENCES = (
     Reference("AdamBNN reactnet", "reactnet_a", "ste", "AdamBNN", "github.com/liuzechun/AdamBNN",
               "step2", "reactnet.py", "reactnet"),
     Reference("ReCU resnet18_1w1a", "resnet18", "recu", "ReCU", "github.com/z-hXu/ReCU",
-              "cifar", "models_cifar/resnet2.py", "resnet18_1w1a", tau_layer="BinarizeConv2d"),
+              "cifar", "models_cifar/resnet2.py", "resnet18_1w1a", tau_layer="BinarizeConv2d",
+              binary_conv="BinarizeConv2d"),
 )  # fmt: skip
 
 SKIPPED = (
@@ -88,9 +91,29 @@ def commit(folder: Path, ref: Reference) -> str:
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
+def with_our_binary_conv(model: nn.Module, conv_type: type) -> nn.Module:
+    """``model`` with every ``conv_type`` (ReCU's ``BinarizeConv2d``: the input divided by its std,
+    signed with ReCU's activation gradient; ReCU's weight path; the output times a learnable scale)
+    replaced by ours computing the same (tests/bnn/test_layers.py holds them equal): a
+    ``SignActivation`` with ``std_normalise`` before a ``BinaryConv2d`` with the ``recu`` binarizer.
+    The same network, so a step of each times only the binary layers' code."""
+    for parent in list(model.modules()):
+        for name, conv in list(parent.named_children()):
+            if isinstance(conv, conv_type):
+                ours = BinaryConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                                    padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                                    bias=conv.bias is not None, weight_binarizer="recu")  # fmt: skip
+                sign = set_act_std_normalise(SignActivation("approx_sign"), True)
+                setattr(parent, name, nn.Sequential(sign, ours))
+    return set_mode(model, "binary")
+
+
 def _builder(module: ModuleType, ref: Reference) -> Callable[..., nn.Module]:
-    def build(num_classes: int, tau: float) -> nn.Module:
+    def build(num_classes: int, tau: float, ours: bool = False) -> nn.Module:
+        """Their model; with ``ours``, our binary conv in place of theirs (:func:`with_our_binary_conv`)."""
         model = getattr(module, ref.builder)(num_classes=num_classes)
+        if ours:
+            return with_our_binary_conv(model, getattr(module, ref.binary_conv))
         if ref.tau_layer is not None:
             layer_type = getattr(module, ref.tau_layer)
             for layer in model.modules():

@@ -11,9 +11,9 @@ steps), so a change to that loop which the replica misses fails there.
 
 ``diagnostics=False`` drops the sign tracker, the dead-weight tracker and the saturation probe
 (``train_stage(track_signs=False)`` drops the first two only): the loop with no observer at all,
-the baseline of the diagnostics' cost. Not replicated, as params.yaml turns both off: distillation
-(a teacher's forward pass) and ``torch.compile``. The per-epoch work (schedule, validation, epoch
-summaries) is not part of a step.
+the baseline of the diagnostics' cost. ``cfg.compile`` compiles the forward pass as ``train_stage``
+does. Not replicated, as params.yaml turns it off: distillation (a teacher's forward pass). The
+per-epoch work (schedule, validation, epoch summaries) is not part of a step.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, cfg: StageConfig, mode: str, diagnostics: bool):
         self.model = set_mode(model, mode)
+        self.forward = torch.compile(model) if cfg.compile else model
         set_recu_tau(model, recu_tau(0.0, *cfg.recu_tau))
         self.optimizer = create_optimizer(
             model,
@@ -66,7 +67,7 @@ class TrainStep:
     def __call__(self, x: Tensor, y: Tensor) -> None:
         probed = self.probe and self.step % SATURATION_EVERY == 0
         with saturation_probe(self.model) if probed else nullcontext({}) as counts:
-            logits = self.model(x)
+            logits = self.forward(x)
         for key, count in counts.items():
             self.saturation[key] += count
         loss = F.cross_entropy(logits, y)

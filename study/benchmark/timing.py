@@ -34,15 +34,22 @@ WARMUP_STEPS = 2  # the first steps allocate (optimizer state, kernels' caches);
 
 
 def interleaved(
-    rounds_of: dict[Hashable, Callable[[int], None]], rounds: int, steps: int
+    rounds_of: dict[Hashable, Callable[[int], None]],
+    rounds: int,
+    steps: int,
+    warmup: dict[Hashable, float] | None = None,
 ) -> dict[Hashable, list[float]]:
-    """Seconds per step of each variant in each of ``rounds`` rounds, after ``WARMUP_STEPS`` untimed.
+    """Seconds per step of each variant in each of ``rounds`` rounds, after ``WARMUP_STEPS`` untimed
+    (their seconds into ``warmup`` when given: a compiled variant compiles then).
 
     ``rounds_of[variant](n)`` runs a round of ``n`` steps of that variant.
     """
     names = list(rounds_of)
     for name in names:
+        begin = time.perf_counter()
         rounds_of[name](WARMUP_STEPS)
+        if warmup is not None:
+            warmup[name] = time.perf_counter() - begin
     seconds: dict[Hashable, list[float]] = {name: [] for name in names}
     for index in range(rounds):
         start = index % len(names)

@@ -24,6 +24,8 @@ from study.config import Params
 from study.runner import new_model
 
 REAL, BINARY, DIAGNOSTICS = "real-valued", "binary", "binary + diagnostics"
+COMPILED = "binary + diagnostics, compiled"  # params.yaml's stage 2 with compile: true
+OUR_BINARY_CONV = ", our binary conv"  # a reference's network with our binary layers: label + this
 NUM_CLASSES = 10
 
 
@@ -90,24 +92,34 @@ def rounds_of(
     binarizers: list[str],
     threads: int,
     references: dict[Reference, Callable] | None = None,
+    compiled: bool = False,
 ) -> dict[Variant, Callable[[int], None]]:
-    """Per variant, a function that runs one round: an epoch's start, then as many steps as it is told."""
+    """Per variant, a function that runs one round: an epoch's start, then as many steps as it is told.
+    With ``compiled``, also the binary step with every diagnostic and ``torch.compile``."""
     data, x, y = random_batch(size, params.seed)
     cfg = params.stage2
 
-    def ours(binarizer: str, mode: str, diagnostics: bool) -> TrainStep:
+    def ours(binarizer: str, mode: str, diagnostics: bool, compile: bool = False) -> TrainStep:
         built = new_model(model_params(params, model, size, binarizer, threads), data)
-        return TrainStep(built, cfg, mode, diagnostics)
+        return TrainStep(built, cfg.model_copy(update={"compile": compile}), mode, diagnostics)
 
     trained = {Variant("", REAL): ours(binarizers[0], "real", False)}
     for binarizer in binarizers:
         trained[Variant(binarizer, BINARY)] = ours(binarizer, "binary", False)
         trained[Variant(binarizer, DIAGNOSTICS)] = ours(binarizer, "binary", True)
+        if compiled:
+            trained[Variant(binarizer, COMPILED)] = ours(binarizer, "binary", True, compile=True)
     for ref, build in (references or {}).items():
         if ref.model == model and ref.binarizer in binarizers:
             torch.manual_seed(params.seed)
             theirs = build(num_classes=NUM_CLASSES, tau=recu_tau(0.0, *cfg.recu_tau))
-            trained[Variant(ref.binarizer, ref.label)] = TrainStep(theirs, cfg, "binary", False)
+            eager = cfg.model_copy(update={"compile": False})
+            trained[Variant(ref.binarizer, ref.label)] = TrainStep(theirs, eager, "binary", False)
+            if ref.binary_conv is not None:
+                torch.manual_seed(params.seed)
+                swapped = build(num_classes=NUM_CLASSES, tau=recu_tau(0.0, *cfg.recu_tau), ours=True)
+                label = ref.label + OUR_BINARY_CONV
+                trained[Variant(ref.binarizer, label)] = TrainStep(swapped, eager, "binary", False)
     return {variant: _round(step, x, y) for variant, step in trained.items()}
 
 

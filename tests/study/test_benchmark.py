@@ -15,7 +15,16 @@ from study.benchmark import reference
 from study.benchmark.__main__ import main
 from study.benchmark.report import ModelTimes, table
 from study.benchmark.step import TrainStep
-from study.benchmark.variants import BINARY, DIAGNOSTICS, REAL, SIZES, Size, Variant
+from study.benchmark.variants import (
+    BINARY,
+    COMPILED,
+    DIAGNOSTICS,
+    OUR_BINARY_CONV,
+    REAL,
+    SIZES,
+    Size,
+    Variant,
+)
 from study.cli import run_main
 
 # What train_stage's epoch record takes from its validation pass, not from its training steps.
@@ -95,6 +104,18 @@ def test_the_ratios_are_per_round_ratios_of_the_timings():
     assert rows.loc[REAL, "median ms"] == "2000" and rows.loc[REAL, "IQR ms"] == "1500-3000"
     assert rows.loc[DIAGNOSTICS, "diagnostics / none"] == "1.000 (1.000-1.025)"
     assert rows.loc["theirs", "ours / reference"] == "1.200 (1.150-1.400)"
+
+
+@pytest.mark.parametrize(("compiled", "pays"), [([0.6, 0.5, 0.5], "100"), ([1.2, 1.1, 1.3], "never")])
+def test_compiling_is_priced_by_its_first_steps_and_repaid_by_the_steps_it_saves(compiled, pays):
+    eager = [1.0, 1.0, 1.1]
+    seconds = {Variant("", REAL): eager, Variant("ste", BINARY): eager, Variant("ste", DIAGNOSTICS): eager,
+               Variant("ste", COMPILED): compiled}  # fmt: skip
+    warmup = {variant: 2.0 for variant in seconds} | {Variant("ste", COMPILED): 52.0}
+    rows = table([ModelTimes("cnn", Size(8, 4, 8, 1, 8), seconds, warmup)]).set_index("variant")
+    assert rows.loc[COMPILED, "compile s"] == "50" and rows.loc[COMPILED, "pays after steps"] == pays
+    assert rows.loc[BINARY, "compile s"] == ""  # only the compiled row carries the columns
+    assert rows.loc[COMPILED, "diagnostics / none"] == rows.loc[COMPILED, "ours / reference"] == ""
 
 
 def parse(rows: str) -> list[dict[str, str]]:
@@ -189,6 +210,10 @@ def test_the_references_are_imported_from_the_folder_and_timed_beside_ours(tmp_p
     builders = reference.load(tmp_path / "refs")
     recu = builders[reference.REFERENCES[1]](num_classes=10, tau=0.85)
     assert float(recu[0].tau) == pytest.approx(0.85)
+    swapped = builders[reference.REFERENCES[1]](num_classes=10, tau=0.85, ours=True)
+    sign, conv = swapped[0]  # their BinarizeConv2d(3, 4, 3) as our std-divided sign and recu conv
+    assert sign.std_normalise and conv.weight_binarizer == "recu" and conv.binarize_weights
+    assert conv.weight.shape == recu[0].weight.shape and swapped(torch.randn(2, 3, 8, 8)).shape == (2, 10)
     assert "modules" not in sys.modules and "utils.options" not in sys.modules
     out = tmp_path / "step.md"
     argv = [*TINY, "--models", "resnet18", "reactnet_a", "--reference-dir", str(tmp_path / "refs"),
@@ -200,6 +225,7 @@ def test_the_references_are_imported_from_the_folder_and_timed_beside_ours(tmp_p
     for ref in reference.REFERENCES:
         row = rows[ref.label]
         assert (row["model"], row["binarizer"]) == (ref.model, ref.binarizer) and row["ours / reference"]
+    assert rows[reference.REFERENCES[1].label + OUR_BINARY_CONV]["ours / reference"]
     assert "at unknown)" in out.read_text()  # not git checkouts
 
 
