@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.reference_dir is None:
         print(reference.SKIPPED, flush=True)
     references = reference.load(Path(args.reference_dir)) if args.reference_dir else {}
+    if args.compile:
+        # A cold compile each time, as on a fresh machine: inductor's caches (in memory and on disk)
+        # would hand a later compiled variant the kernels of an earlier one, or of an earlier run.
+        import torch._inductor.config
+
+        torch._inductor.config.force_disable_caches = True
     results = []
     for model in args.models:
         size = sized(SIZES[model], args)
