@@ -36,10 +36,12 @@ lint: install
 
 # The training step of every model, real-valued, binary and binary with diagnostics (about 20 minutes
 # here); the table goes into the README's bench-step block. BNN_REFERENCE_REPOS=DIR adds AdamBNN's
-# and ReCU's models. Then the conv nets' step under torch.compile (about 15 minutes): bench-compile.
+# and ReCU's models. Then ResNet-18's step under torch.compile, a fresh process per binarizer (a
+# compile reuses what an earlier one compiled in the process; about 12 minutes): bench-compile-*.
 benchmark: install
 	$(BIN)/python -m study.benchmark --readme README.md
-	$(BIN)/python -m study.benchmark --models cnn resnet18 --compile --rounds 3 --out reports/benchmarks/compile.md --readme README.md
+	for b in ste recu; do $(BIN)/python -m study.benchmark --models resnet18 --binarizers $$b --compile --rounds 3 \
+	  --out reports/benchmarks/compile-$$b.md --readme README.md || exit 1; done
 
 # The search against a plain Optuna loop over the same training (about 30 minutes here); the
 # summaries go into the README's bench-search block.
