@@ -7,6 +7,7 @@ import copy
 import sys
 import textwrap
 
+import cli_runner
 import pytest
 import torch
 
@@ -25,7 +26,6 @@ from study.benchmark.variants import (
     Size,
     Variant,
 )
-from study.cli import run_main
 
 # What train_stage's epoch record takes from its validation pass, not from its training steps.
 VALIDATION_KEYS = {"epoch", "lr", "val_loss", "val_acc", "saturation"}
@@ -128,13 +128,7 @@ def parse(rows: str) -> list[dict[str, str]]:
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``python -m study.benchmark`` in this process: exit status, stdout, stderr."""
-    try:
-        run_main(lambda: main(argv))
-        status = 0
-    except SystemExit as exc:
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
+    return cli_runner.run_cli(main, argv, capsys)
 
 
 def test_the_command_times_every_model_and_binarizer_and_fills_the_readme(tmp_path, capsys, monkeypatch):

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import cli_runner
 import numpy as np
 import pytest
 import torch
@@ -29,7 +30,6 @@ from bnn.batches import normalize
 from bnn.binarize import hard_sign
 from bnn.layers import BINARY_WEIGHT_LAYERS, LearnableBias, RSign, init_binary_weights
 from bnn.models.registry import MODELS, register_model
-from study.cli import run_main
 from study.config import DEFAULT_PARAMS, load_params
 from study.export import __main__ as export_main
 from study.export.__main__ import main
@@ -84,13 +84,7 @@ def cli(tiny: Path, source: str | Path, *extra: str) -> list[str]:
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``python -m study.export`` in this process: exit status, stdout, stderr."""
-    try:
-        run_main(lambda: main(argv))
-        status = 0
-    except SystemExit as exc:
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
+    return cli_runner.run_cli(main, argv, capsys)
 
 
 def test_without_out_a_hand_run_export_goes_to_exports_never_over_the_dvc_stages_file(
