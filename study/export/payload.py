@@ -3,7 +3,7 @@
 Every binary layer becomes its sign bits (``forward_signs()``) and a per-output-channel scale: the
 ``ste`` binarizer's ``alpha``, the mean ``|w|`` over the non-output dims (as ``effective_weight``
 computes it), or the ``recu`` binarizer's learnable ``scale`` (its forward is
-``sign(recu_quantize(w)) * scale``, and standardising and clamping keep the sign of the
+``RecuSign(w) * scale``, and standardising and clamping keep the sign of the
 channel-centred ``w``, which is what ``forward_signs()`` returns).
 
 Where a binary layer's output goes into a BatchNorm and nowhere else, the scale is folded into that
