@@ -196,7 +196,7 @@ class Array:
             if outcome is None:
                 lines.append(f"{where} ended without a result ({job.state}); its log: {job.paths.stderr}")
             elif outcome[0] == "error":
-                lines.append(f"{where} failed: {_last_line(outcome[1])}; its log: {job.paths.stderr}")
+                lines.append(f"{where} failed: {_exception_line(outcome[1])}; its log: {job.paths.stderr}")
         return lines
 
 
@@ -222,6 +222,11 @@ def _outcome(job: submitit.Job) -> tuple[str, Any] | None:
         return None
 
 
-def _last_line(trace: Any) -> str:
-    lines = [line.strip() for line in str(trace).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
+def _exception_line(trace: Any) -> str:
+    """The line naming the exception that ended the task: the first unindented line after the last
+    frame of the traceback (an error's message may go on over lines, SQLAlchemy's ending in a link)."""
+    lines = str(trace).strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    after = lines[frames[-1] + 1 :] if frames else lines
+    named = [line.strip() for line in after if line.strip() and not line.startswith(" ")]
+    return named[0] if named else "unknown error"

@@ -60,6 +60,7 @@ CHECKPOINT_ARTIFACTS = "model"  # where a run's network goes among its MLflow ar
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 GIT_DIRTY_TAG = "bnn.git_dirty"
 RUN_KEY_TAG = "bnn.run_key"
+DATASET_ATTEMPTS = 3  # log_inputs races between workers (RunLogger.log_dataset)
 
 
 def tracking_uri(configured: str | None = None) -> str:
@@ -357,7 +358,15 @@ class RunLogger:
         dataset = Dataset(name=data.name, digest=digest[:32], source_type="local",
                           source=json.dumps({"data_hash": digest}), profile=json.dumps(sizes))  # fmt: skip
         tags = [InputTag("mlflow.data.context", context)]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=tags)])
+        for attempt in range(DATASET_ATTEMPTS):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=tags)])
+                return
+            except MlflowException:
+                # MLflow looks the data set up, then inserts it: two workers logging a new one at once
+                # both insert, and one fails on the data sets' unique key. Again, it finds the other's.
+                if attempt == DATASET_ATTEMPTS - 1:
+                    raise
 
     def _hold(self, **items: list) -> None:
         for kind, values in items.items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -436,6 +438,32 @@ def test_two_stage_runner_logs_one_parent_and_two_children(store_uri, digits):
     assert by_name["stage1"].data.params["stage1.epochs"] == "2"
     assert by_name["stage2"].data.params["model.width"] == "32"
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_workers_logging_a_new_data_set_at_once_each_get_it(store_uri, digits, request):
+    """MLflow looks a data set up, then inserts it: without a retry, one of two workers logging a new
+    one at the same moment fails on the data sets' unique key (a search's tasks start together)."""
+    workers, rounds = 2, 12
+    trackers = [Tracker(store_uri, experiment=request.node.name) for _ in range(workers)]
+    runs = [[t.client.create_run(t.experiment_id).info.run_id for _ in range(rounds)] for t in trackers]
+    start = threading.Barrier(workers)
+
+    def log(worker: int) -> None:
+        try:
+            for round_, run_id in enumerate(runs[worker]):
+                start.wait(timeout=60)
+                trackers[worker].run_logger(run_id).log_dataset(digits, f"{round_:032d}")
+        except BaseException:
+            start.abort()  # the other worker stops waiting
+            raise
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(log, range(workers)))  # re-raises a worker's error
+    client = trackers[0].client
+    for round_ in range(rounds):
+        for worker in range(workers):
+            (logged,) = client.get_run(runs[worker][round_]).inputs.dataset_inputs
+            assert logged.dataset.digest == f"{round_:032d}"
 
 
 def test_runs_carry_mlflows_source_tags_and_the_data_set_as_an_input(tracker, digits):

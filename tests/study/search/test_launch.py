@@ -12,6 +12,7 @@ import operator
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import optuna
@@ -97,6 +98,20 @@ def test_a_task_that_raised_is_one_line(tmp_path):
     job = array.jobs[0].job_id
     assert line.startswith(f"task 0 (job {job}) failed: ZeroDivisionError: division by zero; its log: ")
     assert line.endswith(str(tmp_path / "submitit" / f"{job}_0_log.err")) and "\n" not in line
+
+
+def test_a_failure_line_names_the_exception_not_its_last_line():
+    """SQLAlchemy's errors end in a link, and an error may be raised while handling another."""
+    try:
+        try:
+            raise KeyError("row")
+        except KeyError as exc:
+            raise RuntimeError("UNIQUE constraint failed: datasets.name\n[SQL: INSERT]\n(Background on "
+                               "this error at: https://sqlalche.me/e/21/gkpj)") from exc  # fmt: skip
+    except RuntimeError:
+        trace = traceback.format_exc()
+    assert launch._exception_line(trace) == "RuntimeError: UNIQUE constraint failed: datasets.name"
+    assert launch._exception_line("") == "unknown error"
 
 
 def test_checkpoint_resubmits_the_same_worker():
