@@ -22,11 +22,14 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from bnn.batches import Augment, iterate_batches
@@ -157,6 +160,31 @@ def stage_final(history: list[dict]) -> dict[str, float]:
     return final
 
 
+class StageParts(NamedTuple):
+    """What trains a stage's model besides its data: the forward pass (compiled with ``cfg.compile``),
+    the optimizer (at the first epoch's learning rate) and the schedule."""
+
+    forward: Callable[[Tensor], Tensor]
+    optimizer: Optimizer
+    schedule: LRScheduler
+
+
+def stage_parts(model: nn.Module, cfg: StageConfig) -> StageParts:
+    """``cfg``'s forward pass, optimizer and schedule for ``model``, as :func:`train_stage` sets them up
+    (and the benchmark's replica of its step, ``study.benchmark.step``)."""
+    forward = torch.compile(model) if cfg.compile else model
+    optimizer = create_optimizer(
+        model,
+        cfg.optimizer,
+        cfg.lr,
+        cfg.weight_decay,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        betas=cfg.betas,
+    )
+    return StageParts(forward, optimizer, create_schedule(optimizer, cfg.schedule, cfg.epochs))
+
+
 def train_stage(
     model: nn.Module,
     data: PreparedData,
@@ -188,18 +216,7 @@ def train_stage(
     model.to(device)
     if teacher is not None:
         teacher.to(device).eval()
-    step_model = torch.compile(model) if cfg.compile else model
-
-    optimizer = create_optimizer(
-        model,
-        cfg.optimizer,
-        cfg.lr,
-        cfg.weight_decay,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        betas=cfg.betas,
-    )
-    schedule = create_schedule(optimizer, cfg.schedule, cfg.epochs)
+    step_model, optimizer, schedule = stage_parts(model, cfg)
     tracker = SignTracker(model, init_signs) if track_signs else None
     dead = DeadWeightTracker(model) if track_signs else None
 

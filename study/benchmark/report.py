@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from study import heap
 from study.benchmark.timing import Spread, paired_ratio
 from study.benchmark.variants import BINARY, COMPILED, DIAGNOSTICS, OUR_BINARY_CONV, REAL, Size, Variant
 from study.cpu_isa import cpu_model
@@ -84,9 +85,10 @@ def text(command: str, setup: str, results: list[ModelTimes]) -> str:
 
 
 def machine() -> str:
-    """CPU, cores, torch threads and version, as the set-up paragraph states them."""
-    threads = torch.get_num_threads()
-    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} on {threads} thread(s)"
+    """CPU, cores, torch threads and version, and malloc's setting, as the set-up paragraph states them."""
+    torch_on = f"torch {torch.__version__} on {torch.get_num_threads()} thread(s)"
+    memory = "freed memory kept (study.heap)" if heap.kept else "malloc as the system sets it"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {torch_on}, {memory}"
 
 
 def readme_block(step_md: Path) -> str:

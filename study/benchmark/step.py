@@ -2,12 +2,13 @@
 
 ``train_stage`` runs its step inline, between the batch iterator and the per-epoch bookkeeping, so
 :class:`TrainStep` replicates the body of its inner loop statement for statement, from the same
-pieces of ``bnn.train``: the saturation probe on every ``SATURATION_EVERY``-th step of an epoch,
-forward, cross-entropy, ``loss.item()`` and the non-finite check, ``zero_grad``, backward, the
-dead-weight tracker around ``optimizer.step()``, the sign tracker after it, and the epoch's loss,
-accuracy and saturation sums. tests/study/test_benchmark.py trains a tiny model an epoch with each
-and requires the same weights and the same epoch record (every key ``train_stage`` reports from its
-steps), so a change to that loop which the replica misses fails there.
+pieces of ``bnn.train`` (the forward pass, optimizer and schedule from ``stage_parts``): the
+saturation probe on every ``SATURATION_EVERY``-th step of an epoch, forward, cross-entropy,
+``loss.item()`` and the non-finite check, ``zero_grad``, backward, the dead-weight tracker around
+``optimizer.step()``, the sign tracker after it, and the epoch's loss, accuracy and saturation sums.
+tests/study/test_benchmark.py trains a tiny model an epoch with each and requires the same weights
+and the same epoch record (every key ``train_stage`` reports from its steps), so a change to that
+loop which the replica misses fails there.
 
 ``diagnostics=False`` drops the sign tracker, the dead-weight tracker and the saturation probe
 (``train_stage(track_signs=False)`` drops the first two only): the loop with no observer at all,
@@ -25,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bnn import NonFiniteLossError, StageConfig, create_optimizer, create_schedule, set_mode
+from bnn import NonFiniteLossError, StageConfig, set_mode
 from bnn.binarize import recu_tau
 from bnn.diagnostics import DeadWeightTracker, SignTracker, saturation_fraction, saturation_probe
 from bnn.layers import set_recu_tau
-from bnn.train import SATURATION_EVERY
+from bnn.train import SATURATION_EVERY, stage_parts
 
 
 class TrainStep:
@@ -38,18 +39,8 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, cfg: StageConfig, mode: str, diagnostics: bool):
         self.model = set_mode(model, mode)
-        self.forward = torch.compile(model) if cfg.compile else model
+        self.forward, self.optimizer, _ = stage_parts(model, cfg)
         set_recu_tau(model, recu_tau(0.0, *cfg.recu_tau))
-        self.optimizer = create_optimizer(
-            model,
-            cfg.optimizer,
-            cfg.lr,
-            cfg.weight_decay,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            betas=cfg.betas,
-        )
-        create_schedule(self.optimizer, cfg.schedule, cfg.epochs)  # sets the first epoch's lr
         self.tracker = SignTracker(model) if diagnostics else None
         self.dead = DeadWeightTracker(model) if diagnostics else None
         self.probe = diagnostics
