@@ -24,22 +24,20 @@ M_TRIM_THRESHOLD = -1  # glibc's malloc.h
 M_MMAP_MAX = -4
 TRIM_THRESHOLD = 1 << 30  # free memory beyond this much at the heap's top still goes back to the system
 
-
-def users_own() -> bool:
-    return "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
-
-
 kept = False  # whether this process keeps freed memory (the benchmark's set-up line says it)
 
 
-def keep_freed_memory() -> bool:
-    """Serve large blocks from the heap and keep them; False when not done (not glibc, or the user's)."""
+def _users_own() -> bool:
+    return "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
+
+
+def keep_freed_memory() -> None:
+    """Serve large blocks from the heap and keep them (``kept``), unless not glibc or the user tunes it."""
     global kept
-    if users_own():
-        return False
+    if _users_own():
+        return
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
-        return False
+        return
     kept = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    return kept
