@@ -141,12 +141,17 @@ def recu_standardised(w: Tensor) -> tuple[Tensor, Tensor]:
     return centred.div_(divisor), divisor
 
 
-def recu_signs(w: Tensor) -> Tensor:
+def recu_signs(w: Tensor, out: Tensor | None = None) -> Tensor:
     """The signs (True = +1) of ReCU's binary weights, ``w >= mean`` per output channel: a float
     difference is 0 only between equal floats, so these are the signs of ``w - mean`` and of the
-    standardised weights (:class:`RecuSign`'s forward while ``Q > 0``), in one pass fewer."""
+    standardised weights (:class:`RecuSign`'s forward while ``Q > 0``), in one pass fewer. With
+    ``out``, written there (as its dtype's 1 and 0) and returned."""
     rows = w.reshape(w.shape[0], -1)
-    return (rows >= rows.mean(1, keepdim=True)).view_as(w)
+    mean = rows.mean(1, keepdim=True)
+    if out is None:
+        return (rows >= mean).view_as(w)
+    torch.ge(rows, mean, out=out.view(rows.shape))
+    return out
 
 
 def recu_bound(scaled: Tensor, tau: float) -> float:

@@ -1,10 +1,10 @@
 """The AdamBNN diagnostics, computed inside training: FF ratio, C2I ratio, saturation, dead weights,
 histograms.
 
-Signs are kept as bool tensors (+1 at zero as :func:`bnn.binarize.hard_sign`), one per binary
+Sign snapshots are bool tensors (+1 at zero as :func:`bnn.binarize.hard_sign`), one per binary
 layer: the signs the binary forward pass uses (``w >= 0``; for ReCU the channel-centred ``w``).
 Counting stays on the device and is read once per epoch, so the per-step cost is one comparison
-per layer and no host synchronisation.
+per layer, two multi-tensor ops, and no host synchronisation.
 
 Definitions (``N`` latent weights of all binary layers, ``s_t`` their signs after step ``t``):
 
@@ -90,29 +90,40 @@ class SignTracker:
         self._layers = list(binary_weight_layers(model))
         self.start = weight_signs(model)
         self.init = self.start if init_signs is None else init_signs
-        self._previous = self.start
         self._numel = sum(s.numel() for s in self.start)
-        self._flips = torch.zeros((), dtype=torch.int64, device=self.start[0].device) if self.start else None
+        # Per layer, float32: the signs after the last step as 1 and 0, a buffer for the next step's,
+        # and how often each weight flipped this epoch. A float comparison into a float32 buffer and
+        # float arithmetic measured 2-5x faster on CPU than a new bool tensor and a bool count per
+        # step; the counts are integers, exact in float32 up to 2**24 steps an epoch.
+        self._signs = [s.to(torch.float32) for s in self.start]
+        self._next = [torch.empty_like(s) for s in self._signs]
+        self._flips = [torch.zeros_like(s) for s in self._signs]
         self._steps = 0
 
     def step(self) -> None:
-        current = [layer.forward_signs() for layer in self._layers]
-        for now, before in zip(current, self._previous, strict=True):
-            self._flips += torch.ne(now, before).sum()
-        self._previous = current
+        if not self._layers:
+            return
+        for layer, signs in zip(self._layers, self._next, strict=True):
+            layer.forward_signs(out=signs)
+        torch._foreach_sub_(self._signs, self._next)  # -1 or +1 where a sign flipped, else 0
+        torch._foreach_addcmul_(self._flips, self._signs, self._signs)
+        self._signs, self._next = self._next, self._signs
         self._steps += 1
 
     def epoch_summary(self) -> dict[str, float]:
-        """Mean FF over the steps since the last call, and C2I now; resets the flip count."""
+        """Mean FF over the steps since the last call, and C2I now; resets the flip counts."""
         if not self._numel:
             return {}
-        ff = float(self._flips) / (self._steps * self._numel) if self._steps else 0.0
-        self._flips.zero_()
+        flips = sum(f.sum(dtype=torch.float64) for f in self._flips)  # exact: a sum of integers
+        ff = float(flips) / (self._steps * self._numel) if self._steps else 0.0
+        for f in self._flips:
+            f.zero_()
         self._steps = 0
-        c2i_init = sign_agreement(self._previous, self.init)
+        current = [s.bool() for s in self._signs]
+        c2i_init = sign_agreement(current, self.init)
         return {
             "ff_ratio": ff,
-            "c2i_stage": sign_agreement(self._previous, self.start),
+            "c2i_stage": sign_agreement(current, self.start),
             "c2i_init": c2i_init,
             "changed_from_init": 1.0 - c2i_init,
         }

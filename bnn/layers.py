@@ -64,11 +64,15 @@ class _BinaryWeightMixin:
         alpha = w.detach().abs().mean(tuple(range(1, w.dim())), keepdim=True)
         return ScaledSignSTE.apply(w, alpha)
 
-    def forward_signs(self) -> Tensor:
+    def forward_signs(self, out: Tensor | None = None) -> Tensor:
         """The signs (True = +1) the binary forward pass uses: of ``w``, or for ReCU of the
-        channel-centred ``w`` (standardising and clamping keep the sign)."""
+        channel-centred ``w`` (standardising and clamping keep the sign). With ``out`` (of ``w``'s
+        shape), written there as ``out``'s 1 and 0: into float32 several times faster than into a
+        new bool tensor on CPU."""
         w = self.weight.detach()
-        return recu_signs(w) if self.weight_binarizer == "recu" else w >= 0
+        if self.weight_binarizer == "recu":
+            return recu_signs(w, out)
+        return torch.ge(w, 0, out=out) if out is not None else w >= 0
 
     def blocked_weights(self) -> Tensor:
         """Latent weights (True) to which the weight binarizer passes no gradient: ``|w| > 1`` under

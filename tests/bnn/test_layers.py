@@ -122,6 +122,17 @@ def test_recu_signs_tracked_are_the_forward_signs_of_the_centred_weights():
     assert torch.equal(weight_signs(layer)[0], forward)
 
 
+@pytest.mark.parametrize("binarizer", ["ste", "recu"])
+def test_forward_signs_written_into_a_float_buffer_are_the_bool_signs(binarizer):
+    layer = set_mode(BinaryLinear(4, 2, weight_binarizer=binarizer), "binary")
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.0, -0.0, -0.5, 0.5], [-0.0, -0.0, -0.0, 0.0]]))
+    out = torch.full((2, 4), 7.0)
+    assert layer.forward_signs(out=out) is out
+    assert torch.equal(out, layer.forward_signs().float())
+    assert out.tolist()[1] == [1.0, 1.0, 1.0, 1.0]  # -0.0 is +1, as hard_sign has it
+
+
 def test_std_normalisation_acts_in_training_only_and_saturation_counts_what_the_sign_sees():
     act = set_act_std_normalise(SignActivation("approx_sign"), True)
     x = torch.tensor([[4.0, -4.0, 4.0, -4.0]])  # std 4.62: normalised, nothing beyond 1
