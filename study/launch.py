@@ -19,6 +19,7 @@ import io
 import os
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from study.config import LauncherConfig
 
 CLUSTERS = {"slurm": "slurm", "submitit-local": "local"}  # launcher.kind -> submitit's executor
+POLL_SECONDS = 2.0  # how often a submitting command looks at its study and the tasks
 
 
 class LaunchError(InputError):
@@ -180,10 +182,31 @@ class Array:
         while not self.done() and time.monotonic() < deadline:
             time.sleep(1.0)
 
+    def wait_for(self, finished: Callable[[], bool], progress: Callable[[threading.Event], None]) -> None:
+        """Until ``finished()`` or every task has ended, looking every ``POLL_SECONDS``; meanwhile
+        ``progress(stop)`` shows the work in a thread, and ends when ``stop`` is set."""
+        stop = threading.Event()
+        watcher = threading.Thread(target=progress, args=(stop,), daemon=True)
+        watcher.start()
+        try:
+            while not finished() and not self.done():
+                time.sleep(POLL_SECONDS)
+        finally:
+            stop.set()
+            watcher.join()
+
     def cancel(self) -> None:
         for job in self.jobs:
             with contextlib.suppress(Exception):  # ended already, or the scheduler is gone
                 job.cancel(check=False)
+
+    def interrupt(self) -> str:
+        """Ctrl-C while waiting: local tasks stop with the command (as local workers do), SLURM's go on;
+        says which."""
+        if self.kind == "slurm":
+            return f"the tasks go on: {self.follow()}"
+        self.cancel()
+        return "the tasks stopped"
 
     def failures(self) -> list[str]:
         """One line per ended task that raised or ended without a result (killed, cancelled)."""

@@ -50,7 +50,6 @@ import argparse
 import hashlib
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,7 +86,6 @@ RESULTS = PROJECT_ROOT / "reports" / "ablations"  # the DVC stage's outputs: onl
 QUICK_RESULTS = PROJECT_ROOT / "reports" / "quick"  # --quick (smoke) runs, git-ignored
 SERIES = ("history", "histogram", "rel_histogram", "test_predictions")  # per cell, in the JSON only
 STORE = STORE_ROOT / ".cache"
-POLL_SECONDS = 2.0  # how often the command looks at the study and a job array's tasks
 
 
 def watch(run: AblationRun, stop: threading.Event) -> None:
@@ -271,23 +269,13 @@ def run_array(run: AblationRun, launcher: LauncherConfig) -> None:
     print(f"ablation {run.name}: {len(run.keys)} cells, {launcher.tasks} worker task(s): {array.label()}",
           flush=True)  # fmt: skip
     study = load_study(run)
-    stop = threading.Event()
-    watcher = threading.Thread(target=watch, args=(run, stop), daemon=True)
-    watcher.start()
     try:
-        while not Standing.of(study.get_trials(deepcopy=False), run.keys, run.lost).complete:
-            if array.done():
-                break
-            time.sleep(POLL_SECONDS)
+        array.wait_for(lambda: Standing.of(study.get_trials(deepcopy=False), run.keys, run.lost).complete,
+                       lambda stop: watch(run, stop))  # fmt: skip
     except KeyboardInterrupt:
-        if array.kind != "slurm":
-            array.cancel()
-        print(f"interrupted; the tasks {'go on: ' + array.follow() if array.kind == 'slurm' else 'stopped'}; "
-              "the same command goes on from the cells done", file=sys.stderr)  # fmt: skip
+        tasks = array.interrupt()
+        print(f"interrupted; {tasks}; the same command goes on from the cells done", file=sys.stderr)
         raise SystemExit(130) from None
-    finally:
-        stop.set()
-        watcher.join()
     for line in array.failures():
         print(line, file=sys.stderr)
     if not Standing.of(study.get_trials(deepcopy=False), run.keys, run.lost).complete:

@@ -11,8 +11,6 @@ command on a complete study then only writes the summary.
 from __future__ import annotations
 
 import sys
-import threading
-import time
 
 import optuna
 
@@ -25,7 +23,6 @@ from study.search.run import SearchRun
 from study.tracking import tracking_uri
 from study.urls import redact
 
-POLL_SECONDS = 2.0  # how often the submitting command looks at the study and the tasks
 SETTLE_SECONDS = 60.0  # after the last trial, how long it waits for the tasks to end before reporting them
 
 
@@ -67,15 +64,8 @@ def summarise(study: optuna.Study, run: SearchRun, tracker) -> None:
 def wait_for_trials(run: SearchRun, study: optuna.Study, array: launch.Array) -> None:
     """Progress over finished trials (a bar, or lines in a log) until the study holds its ``run.trials``
     finished trials, or every task has ended without them (failed, cancelled)."""
-    stop = threading.Event()
-    watcher = threading.Thread(target=watch, args=(load_study(run), run.trials, stop), daemon=True)
-    watcher.start()
-    try:
-        while finished_count(study) < run.trials and not array.done():
-            time.sleep(POLL_SECONDS)
-    finally:
-        stop.set()
-        watcher.join()
+    shown = load_study(run)
+    array.wait_for(lambda: finished_count(study) >= run.trials, lambda stop: watch(shown, run.trials, stop))
 
 
 def report(run: SearchRun, study: optuna.Study, array: launch.Array, complete: bool, tasks: int) -> None:
@@ -94,13 +84,11 @@ def report(run: SearchRun, study: optuna.Study, array: launch.Array, complete: b
 
 def interrupted(run: SearchRun, study: optuna.Study, array: launch.Array) -> None:
     """Ctrl-C: local tasks are stopped with this command (as local workers are); SLURM's go on."""
-    done = f"interrupted: {finished_count(study)} of {run.trials} trials finished"
-    if array.kind == "slurm":
-        print(f"{done}; the tasks go on: {array.follow()}; the same command writes the summary once the "
-              "study is complete", file=sys.stderr)  # fmt: skip
-    else:
-        array.cancel()
-        print(f"{done}; run the same command again to complete the study", file=sys.stderr)
+    tasks = array.interrupt()
+    then = "the same command writes the summary once the study is complete" if array.kind == "slurm" else \
+        "run the same command again to complete the study"  # fmt: skip
+    done = f"{finished_count(study)} of {run.trials} trials finished"
+    print(f"interrupted: {done}; {tasks}; {then}", file=sys.stderr)
     raise SystemExit(130) from None
 
 
