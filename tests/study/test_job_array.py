@@ -51,7 +51,11 @@ def test_waiting_ends_when_every_task_has_ended_though_the_work_is_not_finished(
     array = launch.Array("local", Path("."), jobs)
     for job in jobs:
         job.ended = True
-    array.wait_for(lambda: False, lambda stop: stop.wait())
+    never = (lambda: False, lambda stop: stop.wait())  # the work never finishes; progress waits for stop
+    waiting = threading.Thread(target=array.wait_for, args=never, daemon=True)
+    waiting.start()
+    waiting.join(timeout=5)
+    assert not waiting.is_alive(), "still waiting though every task has ended"
 
 
 def test_ctrl_c_stops_local_tasks_and_leaves_slurm_tasks_running():
