@@ -3,8 +3,9 @@ histograms.
 
 Sign snapshots are bool tensors (+1 at zero as :func:`bnn.binarize.hard_sign`), one per binary
 layer: the signs the binary forward pass uses (``w >= 0``; for ReCU the channel-centred ``w``).
-Counting stays on the device and is read once per epoch, so the per-step cost is one comparison
-per layer, two multi-tensor ops, and no host synchronisation.
+Counting stays on the device and is read once per epoch: per step, one comparison per layer into a
+float32 buffer (under ``recu`` after a mean per output channel), two multi-tensor ops, and no host
+synchronisation.
 
 Definitions (``N`` latent weights of all binary layers, ``s_t`` their signs after step ``t``):
 
